@@ -1,0 +1,1 @@
+"""clusterd's pure core: no Kubernetes client, sockets or clock (enforced by import-linter)."""

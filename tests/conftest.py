@@ -1,0 +1,179 @@
+"""Fixtures of the test ground: the real apiserver, broker and network labs.
+
+Each fixture starts the real component once per session (or per test for the
+labs), hands out a clean view per test, and cleans up even when a test fails.
+A missing component skips with its name on a developer machine and fails
+under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.ground import require, testbin
+from tests.ground.require import in_ci, missing
+
+if TYPE_CHECKING:
+    from tests.ground.apiserver import KubeAPI
+    from tests.ground.mosquitto import Mosquitto
+    from tests.ground.netlab import Lab
+
+ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["pytester"]
+TEST_CRDS = sorted((ROOT / "tests" / "crds").glob("*.yaml"))
+BASE_CRD_FILES = [
+    *sorted((ROOT / "manifests" / "crds").glob("*.yaml")),
+    *(p for p in TEST_CRDS if "v2alpha1-only" not in p.name),
+]
+_topic_counter = itertools.count()
+
+
+def _which(name: str) -> str | None:
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Name the real components this run uses (CI logs show them)."""
+    lines = []
+    api = testbin.find("kube-apiserver")
+    if api:
+        import subprocess
+
+        ver = subprocess.run([str(api), "--version"], capture_output=True, text=True, check=False)
+        etcd = testbin.find("etcd")
+        etcd_ver = (
+            subprocess.run(
+                [str(etcd), "--version"], capture_output=True, text=True, check=False
+            ).stdout.splitlines()[0]
+            if etcd
+            else "etcd: not built"
+        )
+        lines.append(f"kube-apiserver: {ver.stdout.strip()} ({api}); {etcd_ver}")
+    else:
+        lines.append("kube-apiserver: not built (scripts/test builds it)")
+    mosq = _which("mosquitto")
+    if mosq:
+        from tests.ground.mosquitto import mosquitto_version
+
+        lines.append(f"mosquitto: {mosquitto_version(mosq)}")
+    else:
+        lines.append("mosquitto: not installed")
+    radvd = _which("radvd")
+    if radvd:
+        from tests.ground.netlab import radvd_version
+
+        lines.append(f"radvd: {radvd_version(radvd)}")
+    else:
+        lines.append("radvd: not installed")
+    lines.append(f"CI={os.environ.get('CI', '')!r} (under CI=true a skipped test fails the run)")
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int) -> None:
+    skipped = terminalreporter.stats.get("skipped", [])
+    if in_ci() and skipped:
+        terminalreporter.write_line(
+            f"CI=true: {len(skipped)} test(s) skipped; in CI nothing may be skipped", red=True
+        )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if in_ci() and reporter is not None and reporter.stats.get("skipped"):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# -- Kubernetes API -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def kube_api_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPI]:
+    """One real etcd + kube-apiserver for the session, with the base CRDs applied."""
+    built = testbin.find("kube-apiserver") and testbin.find("etcd")
+    if not built and testbin.go_binary() is None:
+        missing("kube-apiserver/etcd test binaries and Go >= 1.26 to build them (scripts/test)")
+    from tests.ground.apiserver import apply_crds, load_yaml_docs, start_session_apiserver
+
+    api = start_session_apiserver(tmp_path_factory.mktemp("kube"))
+    docs = load_yaml_docs(BASE_CRD_FILES)
+    apply_crds(api, docs)
+    api.base_crds = frozenset(d["metadata"]["name"] for d in docs)
+    yield api
+    api.stop()
+
+
+@pytest.fixture
+def kube(kube_api_session: KubeAPI) -> Iterator[KubeAPI]:
+    """The session's apiserver, returned to its starting state after the test."""
+    from tests.ground.apiserver import apply_crds, clean_state, load_yaml_docs
+
+    api = kube_api_session
+    if not api.running:  # a fault-injection test stopped it and failed
+        api.start()
+    yield api
+    if not api.running:
+        api.start()
+    clean_state(api, api.base_crds)
+    # A test may have replaced a base CRD (the v2alpha1-only Cilium variant).
+    apply_crds(api, load_yaml_docs(BASE_CRD_FILES))
+
+
+# -- MQTT ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def mosquitto_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """One real Mosquitto for the session (plain, auth+ACL and TLS listeners)."""
+    binary = require.require_program("mosquitto", "mosquitto")
+    passwd = require.require_program("mosquitto_passwd", "mosquitto")
+    from tests.ground.mosquitto import Mosquitto
+
+    broker = Mosquitto(tmp_path_factory.mktemp("mqtt"), binary, passwd)
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def mosquitto(mosquitto_session: Mosquitto) -> Iterator[Mosquitto]:
+    """The session broker, restarted if a test left it stopped."""
+    if not mosquitto_session.running:
+        mosquitto_session.start()
+    yield mosquitto_session
+    if not mosquitto_session.running:
+        mosquitto_session.start()
+
+
+@pytest.fixture
+def mqtt_base() -> str:
+    """A topic base unique to the test, inside what the broker's ACL allows."""
+    return f"dynamic-prefix/t{os.getpid()}-{next(_topic_counter)}"
+
+
+# -- network labs ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def _labs_ready() -> None:
+    require.require_root()
+    require.require_program("ip", "iproute2")
+    from tests.ground.netlab import sweep_stale
+
+    sweep_stale()
+
+
+@pytest.fixture
+def lab(_labs_ready: None, tmp_path: Path) -> Iterator[Lab]:
+    """A fresh router/host namespace pair; radvd ready to start; torn down after."""
+    require.require_program("radvd", "radvd")
+    from tests.ground.netlab import Lab
+
+    with Lab(tmp_path / "lab") as the_lab:
+        yield the_lab

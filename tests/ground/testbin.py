@@ -1,0 +1,180 @@
+"""Build and locate the Go test binaries: kube-apiserver, etcd (and helm).
+
+Nothing serves these binaries to this machine, so they are built from the
+published Go modules through the wrapper modules in ``tests/testbin/`` (their
+go.mod/go.sum are committed). Builds land in a cache outside the checkout,
+keyed by version and by the wrapper's go.sum, so a clean clone reuses them.
+``KUBEBUILDER_ASSETS`` (the envtest convention) wins when it holds the binary.
+
+Standard library only: ``scripts/test`` runs it before any test dependency is
+installed (``python -m tests.ground.testbin build``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+TESTBIN = Path(__file__).resolve().parent.parent / "testbin"
+
+
+def versions() -> dict[str, str]:
+    """Read ``tests/testbin/versions.env`` (KEY=VALUE lines)."""
+    out: dict[str, str] = {}
+    for raw in (TESTBIN / "versions.env").read_text().splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip()
+    return out
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One binary built from a wrapper module."""
+
+    name: str
+    module_dir: str
+    package: str
+    version_key: str
+
+    @property
+    def version(self) -> str:
+        return versions()[self.version_key]
+
+    def ldflags(self) -> str:
+        v = self.version
+        if self.name == "kube-apiserver":
+            major, minor, _ = v.split(".")
+            base = "-X k8s.io/component-base/version."
+            return " ".join(
+                [
+                    f"{base}gitMajor={major}",
+                    f"{base}gitMinor={minor}",
+                    f"{base}gitVersion=v{v}",
+                    f"{base}gitTreeState=clean",
+                    f"{base}buildDate=1970-01-01T00:00:00Z",
+                ]
+            )
+        if self.name == "etcd":
+            return f"-X go.etcd.io/etcd/api/v3/version.GitSHA=v{v}"
+        if self.name == "helm":
+            return f"-X helm.sh/helm/v3/internal/version.version=v{v}"
+        raise ValueError(self.name)
+
+
+TOOLS = {
+    t.name: t
+    for t in (
+        Tool(
+            "kube-apiserver",
+            "apiserver",
+            "k8s.io/kubernetes/cmd/kube-apiserver",
+            "KUBERNETES_VERSION",
+        ),
+        Tool("etcd", "etcd", "go.etcd.io/etcd/server/v3", "ETCD_VERSION"),
+        Tool("helm", "helm", "helm.sh/helm/v3/cmd/helm", "HELM_VERSION"),
+    )
+    if (TESTBIN / t.module_dir / "go.mod").exists()
+}
+
+
+def cache_root() -> Path:
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dynamic-prefix"
+    return Path(os.environ.get("DP_CACHE", default)) / "testbin"
+
+
+def _key(tool: Tool) -> str:
+    digest = hashlib.sha256((TESTBIN / tool.module_dir / "go.sum").read_bytes()).hexdigest()[:12]
+    return f"{tool.name}-v{tool.version}-{digest}"
+
+
+def cached_path(name: str) -> Path:
+    """Where the binary is (or will be) cached."""
+    tool = TOOLS[name]
+    return cache_root() / _key(tool) / name
+
+
+def find(name: str) -> Path | None:
+    """Return an existing binary: ``KUBEBUILDER_ASSETS`` first, then the cache."""
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if assets and (Path(assets) / name).is_file():
+        return Path(assets) / name
+    path = cached_path(name)
+    return path if path.is_file() else None
+
+
+def go_binary() -> str | None:
+    """The go command, if one new enough to build Kubernetes 1.36 is on PATH."""
+    go = shutil.which("go")
+    if go is None:
+        return None
+    out = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, check=False)
+    ver = out.stdout.strip().removeprefix("go").split(".")
+    if len(ver) >= 2 and ver[0] == "1" and ver[1].isdigit() and int(ver[1]) >= 26:
+        return go
+    return None
+
+
+def build(name: str) -> Path:
+    """Build one tool into the cache unless it is there already; return its path."""
+    found = find(name)
+    if found:
+        return found
+    go = go_binary()
+    if go is None:
+        raise RuntimeError(
+            f"cannot build {name}: Go >= 1.26 is not on PATH (scripts/test fetches it)"
+        )
+    tool = TOOLS[name]
+    dest = cached_path(name)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a parallel run waits for the same build
+        if dest.is_file():
+            return dest
+        tmp = dest.with_suffix(".tmp")
+        print(f"building {name} v{tool.version} (once; cached in {dest.parent})", file=sys.stderr)
+        subprocess.run(
+            [
+                go,
+                "build",
+                "-trimpath",
+                "-ldflags",
+                f"-s -w {tool.ldflags()}",
+                "-o",
+                str(tmp),
+                tool.package,
+            ],
+            cwd=TESTBIN / tool.module_dir,
+            env={**os.environ, "CGO_ENABLED": "0"},
+            check=True,
+        )
+        tmp.rename(dest)
+    return dest
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] != ["build"]:
+        print("usage: python -m tests.ground.testbin build [tool ...]", file=sys.stderr)
+        return 2
+    names = argv[1:] or list(TOOLS)
+    if go_binary() is None and not all(find(n) for n in names):
+        print(
+            "Go >= 1.26 not found: not building the test binaries; the tests that need them say so",
+            file=sys.stderr,
+        )
+        return 0
+    for n in names:
+        print(f"{n}: {build(n)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
