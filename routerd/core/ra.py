@@ -227,14 +227,10 @@ def parse_options(data: bytes) -> tuple[Option, ...]:
         kind, units = data[i], data[i + 1]
         if units == 0:
             # RFC 4861 §6.1.2: an option of length zero makes the whole RA invalid.
-            raise RAParseError(
-                "zero-length-option", f"option type {kind} at offset {16 + i} has length 0"
-            )
+            raise RAParseError("zero-length-option", f"option type {kind} at offset {16 + i} has length 0")
         end = i + units * 8
         if end > len(data):
-            raise RAParseError(
-                "truncated", f"option type {kind} at offset {16 + i} runs past the packet"
-            )
+            raise RAParseError("truncated", f"option type {kind} at offset {16 + i} runs past the packet")
         options.append(_parse_option(kind, data[i + 2 : end]))
         i = end
     return tuple(options)
@@ -297,9 +293,7 @@ def parse(data: bytes) -> RouterAdvertisement:
     """Parse ICMPv6 bytes into a RouterAdvertisement or raise :class:`RAParseError`."""
     if len(data) < _RA_HEADER.size:
         # RFC 4861 §6.1.2: ICMP length (derived from the IP length) is 16 or more octets.
-        raise RAParseError(
-            "truncated", f"{len(data)} bytes, a Router Advertisement needs at least 16"
-        )
+        raise RAParseError("truncated", f"{len(data)} bytes, a Router Advertisement needs at least 16")
     kind, code, _checksum, hop, flags, lifetime, reachable, retrans = _RA_HEADER.unpack_from(data)
     if kind != ICMPV6_ROUTER_ADVERTISEMENT:
         raise RAParseError("not-an-ra", f"ICMPv6 type {kind}, not 134")
