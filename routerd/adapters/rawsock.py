@@ -47,9 +47,7 @@ class RASocket:
         self.ifindex = socket.if_nametoindex(ifname)
         s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
         try:
-            s.setsockopt(
-                socket.IPPROTO_ICMPV6, ICMP6_FILTER, icmp6_filter(ICMPV6_ROUTER_ADVERTISEMENT)
-            )
+            s.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, icmp6_filter(ICMPV6_ROUTER_ADVERTISEMENT))
             # The hop limit arrives as ancillary data; RFC 4861 §6.1.2 needs it.
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())

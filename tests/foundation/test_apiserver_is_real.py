@@ -27,9 +27,7 @@ def dynamic_prefix(name: str, **spec: object) -> dict[str, object]:
         "metadata": {"name": name},
         "spec": {
             "acquisition": {"routerAdvertisement": {"interface": "eth0", "enabled": True}},
-            "addressRanges": [
-                {"name": "lb", "start": "::f000:0:0:0", "end": "::ffff:ffff:ffff:ffff"}
-            ],
+            "addressRanges": [{"name": "lb", "start": "::f000:0:0:0", "end": "::ffff:ffff:ffff:ffff"}],
             **spec,
         },
     }
@@ -65,9 +63,7 @@ def test_status_sent_through_the_main_resource_is_ignored(kube: KubeAPI) -> None
     api.create_cluster_custom_object(*DP, dynamic_prefix("home"))
     api.patch_cluster_custom_object(*DP, "home", {"status": {"currentPrefix": "2001:db8::/64"}})
     assert "status" not in api.get_cluster_custom_object(*DP, "home")
-    api.patch_cluster_custom_object_status(
-        *DP, "home", {"status": {"currentPrefix": "2001:db8::/64"}}
-    )
+    api.patch_cluster_custom_object_status(*DP, "home", {"status": {"currentPrefix": "2001:db8::/64"}})
     assert api.get_cluster_custom_object(*DP, "home")["status"]["currentPrefix"] == "2001:db8::/64"
 
 
@@ -98,9 +94,7 @@ def test_service_account_without_rights_gets_403_and_with_rights_succeeds(kube: 
             role_ref=k8s.V1RoleRef(
                 api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="dp-reader"
             ),
-            subjects=[
-                k8s.RbacV1Subject(kind="ServiceAccount", name="nobody", namespace="rbac-test")
-            ],
+            subjects=[k8s.RbacV1Subject(kind="ServiceAccount", name="nobody", namespace="rbac-test")],
         )
     )
     assert restricted.list_cluster_custom_object(*DP)["items"] == []
@@ -111,9 +105,7 @@ def test_service_account_without_rights_gets_403_and_with_rights_succeeds(kube: 
 
 def test_clean_state_between_tests_part_one(kube: KubeAPI) -> None:
     k8s.CustomObjectsApi(kube.admin()).create_cluster_custom_object(*DP, dynamic_prefix("leftover"))
-    k8s.CoreV1Api(kube.admin()).create_namespace(
-        k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name="leftover"))
-    )
+    k8s.CoreV1Api(kube.admin()).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name="leftover")))
 
 
 def test_clean_state_between_tests_part_two(kube: KubeAPI) -> None:

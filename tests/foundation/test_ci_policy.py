@@ -23,9 +23,7 @@ def test_plain_skip():
 @pytest.fixture
 def inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    pytester.makeconftest(
-        "from tests.conftest import pytest_sessionfinish, pytest_terminal_summary\n"
-    )
+    pytester.makeconftest("from tests.conftest import pytest_sessionfinish, pytest_terminal_summary\n")
     pytester.makepyfile(INNER)
     return pytester
 

@@ -32,12 +32,8 @@ def test_acl_drops_a_publish_from_a_forbidden_client(mosquitto: Mosquitto, mqtt_
     with Subscriber(
         mosquitto.auth_port, f"{mqtt_base}/#", username="clusterd", password=USERS["clusterd"]
     ) as sub:
-        publish(
-            mosquitto.auth_port, topic, b"forged", username="intruder", password=USERS["intruder"]
-        )
-        publish(
-            mosquitto.auth_port, topic, b"genuine", username="routerd", password=USERS["routerd"]
-        )
+        publish(mosquitto.auth_port, topic, b"forged", username="intruder", password=USERS["intruder"])
+        publish(mosquitto.auth_port, topic, b"genuine", username="routerd", password=USERS["routerd"])
         got = [m.payload for m in sub.drain(settle=0.5)]
     assert got == [b"genuine"]
 

@@ -20,9 +20,7 @@ from tests.ground.netlab import AdvPrefix, Lab, inside
 pytestmark = pytest.mark.lab
 
 
-def next_ra(
-    sock: RASocket, timeout: float = 15.0
-) -> tuple[Received, ra.RouterAdvertisement | None]:
+def next_ra(sock: RASocket, timeout: float = 15.0) -> tuple[Received, ra.RouterAdvertisement | None]:
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
         select.select([sock], [], [], left)
@@ -89,9 +87,7 @@ def test_solicitation_gets_an_answer_before_the_periodic_ra(lab: Lab) -> None:
 
 
 def test_hand_injected_ras_arrive_with_their_hop_limit(lab: Lab) -> None:
-    pio = ra.PrefixInformation(
-        IPv6Network("2001:db8:99::/64"), valid_lifetime=600, preferred_lifetime=300
-    )
+    pio = ra.PrefixInformation(IPv6Network("2001:db8:99::/64"), valid_lifetime=600, preferred_lifetime=300)
     packet = ra.RouterAdvertisement(options=(pio,)).pack()
     with inside(lab.host):
         sock = RASocket(lab.host_if)

@@ -268,9 +268,7 @@ class KubeAPI:
 
     def client_as(self, namespace: str, service_account: str) -> k8s.ApiClient:
         """A client that has exactly the RBAC rights of that ServiceAccount."""
-        return k8s.ApiClient(
-            self.configuration(self.service_account_token(namespace, service_account))
-        )
+        return k8s.ApiClient(self.configuration(self.service_account_token(namespace, service_account)))
 
 
 # -- CRDs ------------------------------------------------------------------------------
@@ -322,10 +320,7 @@ def apply_crds(api: KubeAPI, crds: Iterable[dict[str, Any]], timeout: float = 30
             if not v["served"]:
                 continue
             while (
-                api.request("GET", f"/apis/{spec['group']}/{v['name']}/{spec['names']['plural']}")[
-                    0
-                ]
-                == 404
+                api.request("GET", f"/apis/{spec['group']}/{v['name']}/{spec['names']['plural']}")[0] == 404
             ):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"CRD {name} version {v['name']} not served")
@@ -379,9 +374,7 @@ def clean_state(api: KubeAPI, base_crds: frozenset[str]) -> None:
     custom_groups = {c["spec"]["group"] for c in crds["items"]}
     _, nslist = api.request("GET", "/api/v1/namespaces")
     namespaces = [
-        n["metadata"]["name"]
-        for n in nslist["items"]
-        if n["metadata"]["name"] not in BASE_NAMESPACES
+        n["metadata"]["name"] for n in nslist["items"] if n["metadata"]["name"] not in BASE_NAMESPACES
     ]
     labelled = f"?labelSelector={TEST_LABEL}"
     for path, plural, namespaced in _resources(api):

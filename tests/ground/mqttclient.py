@@ -24,6 +24,8 @@ class Received:
     payload: bytes
     retain: bool
     qos: int
+    at: float = 0.0
+    """time.monotonic() when paho handed it over (latency benchmarks)."""
 
 
 def new_client(client_id: str = "", v5: bool = False) -> mqtt.Client:
@@ -47,6 +49,7 @@ class Subscriber:
         v5: bool = False,
     ) -> None:
         self.messages: queue.Queue[Received] = queue.Queue()
+        self.history: list[Received] = []
         self._connected = queue.Queue[Any]()
         self.client = new_client(v5=v5)
         if username:
@@ -63,9 +66,7 @@ class Subscriber:
         if rc != "subscribed":
             raise ConnectionError(f"MQTT connect/subscribe failed: {rc}")
 
-    def _on_connect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, *rest: Any
-    ) -> None:
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, *rest: Any) -> None:
         if int(getattr(rc, "value", rc)) != 0:
             self._connected.put(rc)
             return
@@ -75,12 +76,17 @@ class Subscriber:
         self._connected.put("subscribed")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self.messages.put(Received(msg.topic, bytes(msg.payload), bool(msg.retain), int(msg.qos)))
+        self.messages.put(
+            Received(msg.topic, bytes(msg.payload), bool(msg.retain), int(msg.qos), time.monotonic())
+        )
 
     def wait_for(
         self, predicate: Callable[[Received], bool] = lambda m: True, timeout: float = 10.0
     ) -> Received:
-        """Return the first queued message that satisfies ``predicate``."""
+        """Return the first message received so far (or later) that satisfies ``predicate``."""
+        for msg in self.history:
+            if predicate(msg):
+                return msg
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -90,6 +96,7 @@ class Subscriber:
                 msg = self.messages.get(timeout=left)
             except queue.Empty:
                 continue
+            self.history.append(msg)
             if predicate(msg):
                 return msg
 
@@ -98,9 +105,11 @@ class Subscriber:
         out = []
         while True:
             try:
-                out.append(self.messages.get(timeout=settle))
+                msg = self.messages.get(timeout=settle)
             except queue.Empty:
                 return out
+            self.history.append(msg)
+            out.append(msg)
 
     def close(self) -> None:
         self.client.disconnect()

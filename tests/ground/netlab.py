@@ -21,6 +21,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -72,6 +73,74 @@ def sweep_stale() -> None:
             run(["ip", "netns", "del", m.group(1)], check=False)
 
 
+class Forwarder:
+    """Relay TCP from a lab namespace's loopback to the same port on the root namespace's.
+
+    The session's Mosquitto and test HTTP servers listen on the root
+    namespace's 127.0.0.1; a program in the lab reaches them at its own
+    127.0.0.1:<port> through this relay. ``cut()`` drops every connection and
+    refuses new ones (a cable pulled between router and broker); ``mend()``
+    undoes it.
+    """
+
+    def __init__(self, netns: str, port: int) -> None:
+        self.port = port
+        self._cut = threading.Event()
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        with inside(netns):
+            self._listener = socket.create_server(("127.0.0.1", port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                inner, _ = self._listener.accept()
+            except OSError:
+                return
+            if self._cut.is_set():
+                inner.close()
+                continue
+            try:
+                outer = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+            except OSError:
+                inner.close()  # the real server is down: the client sees a refused/reset connection
+                continue
+            outer.settimeout(None)
+            with self._lock:
+                self._conns += [inner, outer]
+            for a, b in ((inner, outer), (outer, inner)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self._cut.set()
+        with self._lock:
+            for c in self._conns:
+                with contextlib.suppress(OSError):
+                    c.shutdown(socket.SHUT_RDWR)
+                c.close()
+            self._conns.clear()
+
+    def mend(self) -> None:
+        self._cut.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self._listener.close()
+
+
 @dataclass(frozen=True)
 class AdvPrefix:
     """One prefix as radvd should advertise it (lifetimes in seconds or INFINITE)."""
@@ -105,6 +174,7 @@ class Lab:
     tag: str = field(default_factory=lambda: f"{os.getpid()}-{next(_counter)}")
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _radvd: subprocess.Popen[bytes] | None = None
+    _forwarders: list[Forwarder] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.router = f"dp-{self.tag}-r"
@@ -141,6 +211,9 @@ class Lab:
 
     def destroy(self) -> None:
         """Stop every process started in the lab and delete both namespaces."""
+        for f in self._forwarders:
+            f.close()
+        self._forwarders.clear()
         for p in [*self._procs, self._radvd]:
             if p is not None and p.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -187,6 +260,9 @@ class Lab:
     def add_address(self, netns: str, ifname: str, cidr: str) -> None:
         run(["ip", "-6", "addr", "add", cidr, "dev", ifname, "nodad"], netns)
 
+    def sysctl(self, netns: str, key: str, value: int | str) -> None:
+        run(["sysctl", "-qw", f"{key}={value}"], netns)
+
     def set_link(self, up: bool) -> None:
         """Take the router side of the link down or up (a cut cable, seen from the host)."""
         run(["ip", "link", "set", self.router_if, "up" if up else "down"], self.router)
@@ -194,6 +270,12 @@ class Lab:
     def ifindex(self, netns: str, ifname: str) -> int:
         doc = json.loads(run(["ip", "-j", "link", "show", "dev", ifname], netns))
         return int(doc[0]["ifindex"])
+
+    def forward(self, port: int, netns: str | None = None) -> Forwarder:
+        """Make root-namespace 127.0.0.1:``port`` reachable at the same address in ``netns`` (the host)."""
+        f = Forwarder(netns or self.host, port)
+        self._forwarders.append(f)
+        return f
 
     # -- processes -------------------------------------------------------------------------
 
@@ -225,9 +307,7 @@ class Lab:
         )
         self.radvd_conf.chmod(0o644)
 
-    def start_radvd(
-        self, prefixes: Sequence[AdvPrefix], binary: str = "radvd", **conf: object
-    ) -> None:
+    def start_radvd(self, prefixes: Sequence[AdvPrefix], binary: str = "radvd", **conf: object) -> None:
         """Start radvd in the router namespace advertising ``prefixes``."""
         self.write_radvd_conf(prefixes, **conf)  # type: ignore[arg-type]
         log = open(self.radvd_log, "ab")  # noqa: SIM115 - closed with the process

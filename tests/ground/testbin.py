@@ -129,9 +129,7 @@ def build(name: str) -> Path:
         return found
     go = go_binary()
     if go is None:
-        raise RuntimeError(
-            f"cannot build {name}: Go >= 1.26 is not on PATH (scripts/test fetches it)"
-        )
+        raise RuntimeError(f"cannot build {name}: Go >= 1.26 is not on PATH (scripts/test fetches it)")
     tool = TOOLS[name]
     dest = cached_path(name)
     dest.parent.mkdir(parents=True, exist_ok=True)

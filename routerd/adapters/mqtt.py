@@ -1,0 +1,185 @@
+"""The MQTT sink (paho-mqtt 1.6 and 2.x).
+
+Topics: ``<base>/<router>/<interface>/state`` (retained, QoS 1) and
+``<base>/<router>/availability`` (``online``/``offline``, retained, with a
+Last Will of ``offline``). Over MQTT 5 the state carries a Message Expiry
+Interval equal to its longest valid lifetime, so a router that vanishes does
+not leave a dead prefix retained forever.
+
+While disconnected, only the newest state of each interface is kept and it is
+published on reconnect. paho re-sends an unacknowledged older message before
+anything published later, so the broker never ends on a stale state; and each
+message carries its sequence for consumers to check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import threading
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from routerd.config import MQTTSection
+from routerd.core.wire import PrefixState
+from routerd.logs import RateLimited, kv
+
+LOG = logging.getLogger("routerd.mqtt")
+PAHO2 = hasattr(mqtt, "CallbackAPIVersion")
+UNSUPPORTED_PROTOCOL = {1, 132}  # MQTT 3.1.1 CONNACK code 1; MQTT 5 reason code 0x84
+
+
+def _code(rc: Any) -> int:
+    return int(getattr(rc, "value", rc))
+
+
+def expiry(msg: PrefixState) -> int | None:
+    """Seconds until the longest valid lifetime runs out; None when one is infinite or none are left."""
+    lifetimes = [p.valid_lifetime for p in msg.prefixes]
+    if not lifetimes or any(v is None for v in lifetimes):
+        return None
+    longest = max(v for v in lifetimes if v is not None)
+    return longest or None
+
+
+class MQTTSink:
+    name = "mqtt"
+
+    def __init__(self, cfg: MQTTSection, router_id: str, password: str | None) -> None:
+        self.cfg = cfg
+        self.router_id = router_id
+        self._password = password
+        self.base = f"{cfg.base_topic.rstrip('/')}/{router_id}"
+        self.availability_topic = f"{self.base}/availability"
+        self._v5 = cfg.protocol in ("auto", "5")
+        self._lock = threading.Lock()
+        self._latest: dict[str, PrefixState] = {}
+        self._connected = False
+        self._client: mqtt.Client | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._limited = RateLimited(LOG)
+        self.published = 0
+
+    def state_topic(self, interface: str) -> str:
+        return f"{self.base}/{interface}/state"
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def _new_client(self) -> mqtt.Client:
+        proto = mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311
+        client_id = self.cfg.client_id or f"routerd-{self.router_id}"
+        if PAHO2:
+            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto)  # type: ignore[attr-defined,unused-ignore]
+        else:
+            c = mqtt.Client(client_id=client_id, protocol=proto)
+        if self.cfg.username:
+            c.username_pw_set(self.cfg.username, self._password)
+        if self.cfg.tls:
+            ctx = ssl.create_default_context(cafile=str(self.cfg.ca_file) if self.cfg.ca_file else None)
+            c.tls_set_context(ctx)
+        c.will_set(self.availability_topic, "offline", qos=1, retain=True)
+        c.reconnect_delay_set(min_delay=1, max_delay=60)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_connect_fail = self._on_connect_fail
+        return c
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._start_client()
+
+    def _start_client(self) -> None:
+        self._client = self._new_client()
+        LOG.info(
+            "connecting to MQTT broker",
+            extra=kv(host=self.cfg.host, port=self.cfg.effective_port, tls=self.cfg.tls, mqtt5=self._v5),
+        )
+        # connect_async + loop_start: the paho thread keeps retrying with backoff
+        # if the broker is down now, instead of failing routerd's start.
+        self._client.connect_async(self.cfg.host, self.cfg.effective_port, keepalive=self.cfg.keepalive)
+        self._client.loop_start()
+
+    async def stop(self) -> None:
+        """Publish ``offline`` (our own, not the Will) and disconnect."""
+        client = self._client
+        if client is None:
+            return
+        with self._lock:
+            connected = self._connected
+        if connected:
+            info = client.publish(self.availability_topic, "offline", qos=1, retain=True)
+            await asyncio.get_running_loop().run_in_executor(None, info.wait_for_publish, 5.0)
+        client.disconnect()
+        client.loop_stop()
+        self._client = None
+
+    # -- publishing -------------------------------------------------------------------------
+
+    def publish(self, msg: PrefixState) -> None:
+        topic = self.state_topic(msg.interface)
+        with self._lock:
+            self._latest[topic] = msg
+            if not self._connected:
+                LOG.debug("broker unreachable: keeping the newest state", extra=kv(topic=topic))
+                return
+        self._send(topic, msg)
+
+    def _send(self, topic: str, msg: PrefixState) -> None:
+        assert self._client is not None
+        props = None
+        seconds = expiry(msg)
+        if self._v5 and seconds is not None:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call,unused-ignore]
+            props.MessageExpiryInterval = seconds
+        self._client.publish(topic, msg.to_json(), qos=1, retain=True, properties=props)
+        self.published += 1
+
+    # -- paho callbacks (paho's thread) -------------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, *rest: Any) -> None:
+        code = _code(rc)
+        if code != 0:
+            if code in UNSUPPORTED_PROTOCOL and self._v5 and self.cfg.protocol == "auto":
+                LOG.info("broker does not speak MQTT 5: falling back to 3.1.1")
+                self._v5 = False
+                if self._loop is not None:
+                    self._loop.call_soon_threadsafe(self._restart)
+                return
+            LOG.error(
+                "MQTT broker refused the connection: check host, credentials and the ACL",
+                extra=kv(code=code, reason=str(rc)),
+            )
+            return
+        LOG.info("connected to MQTT broker", extra=kv(host=self.cfg.host))
+        client.publish(self.availability_topic, "online", qos=1, retain=True)
+        with self._lock:
+            self._connected = True
+            pending = list(self._latest.items())
+        for topic, msg in pending:
+            self._send(topic, msg)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._limited.warning(
+            "mqtt-unreachable",
+            "cannot reach the MQTT broker (down, wrong address, or TLS verification failed); retrying",
+            host=self.cfg.host,
+            port=self.cfg.effective_port,
+        )
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, *args: Any) -> None:
+        with self._lock:
+            was = self._connected
+            self._connected = False
+        if was:
+            LOG.warning("lost the MQTT broker; reconnecting with backoff", extra=kv(host=self.cfg.host))
+
+    def _restart(self) -> None:
+        old = self._client
+        if old is not None:
+            old.disconnect()
+            old.loop_stop()
+        self._start_client()

@@ -1,0 +1,154 @@
+"""The webhook sink: POST each state, HMAC-SHA256 signed, until acknowledged or superseded.
+
+Standard library only (aiohttp is not in OpenWrt's feed). Headers::
+
+    X-Dynamic-Prefix-Timestamp: <unix seconds>
+    X-Dynamic-Prefix-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>." + body)>
+
+TLS is verified (system CAs, or ``ca_file``). A 2xx acknowledges; a 4xx other
+than 408/429 means the receiver refused this message for good (its reason is
+logged) and only a newer state is sent; anything else is retried with
+exponential backoff and jitter, and a newer state for the same interface
+replaces the one waiting. The secret is never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import hmac
+import logging
+import random
+import ssl
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+
+from routerd.config import WebhookSection
+from routerd.core.wire import PrefixState
+from routerd.logs import kv
+
+LOG = logging.getLogger("routerd.webhook")
+TIMESTAMP_HEADER = "X-Dynamic-Prefix-Timestamp"
+SIGNATURE_HEADER = "X-Dynamic-Prefix-Signature"
+RETRYABLE_4XX = {408, 425, 429}
+
+
+def sign(secret: bytes, timestamp: int, body: bytes) -> str:
+    """The signature header value for ``body`` sent at ``timestamp``."""
+    mac = hmac.new(secret, str(timestamp).encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with jitter: base * 2^n, capped, scaled by a random 0.5..1."""
+
+    base: float = 1.0
+    cap: float = 300.0
+    attempts: int = 0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def next(self) -> float:
+        delay = min(self.cap, self.base * 2**self.attempts)
+        self.attempts += 1
+        return float(delay * self.rng.uniform(0.5, 1.0))
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+class _Outcome(enum.Enum):
+    OK = "ok"
+    REFUSED = "refused"
+    RETRY = "retry"
+
+
+class WebhookSink:
+    name = "webhook"
+
+    def __init__(self, cfg: WebhookSection, secret: str) -> None:
+        self.cfg = cfg
+        self._secret = secret.encode()
+        self._ctx = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
+        self._pending: dict[str, PrefixState] = {}
+        self._wake: dict[str, asyncio.Event] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.delivered = 0
+        self.refused = 0
+        self.failed_attempts = 0
+
+    async def start(self) -> None:
+        return None
+
+    def publish(self, msg: PrefixState) -> None:
+        self._pending[msg.interface] = msg
+        if msg.interface not in self._tasks:
+            self._wake[msg.interface] = asyncio.Event()
+            self._tasks[msg.interface] = asyncio.create_task(self._worker(msg.interface))
+        self._wake[msg.interface].set()
+
+    async def stop(self) -> None:
+        for t in self._tasks.values():
+            t.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._tasks.clear()
+
+    async def _worker(self, interface: str) -> None:
+        backoff = Backoff()
+        wake = self._wake[interface]
+        loop = asyncio.get_running_loop()
+        while True:
+            await wake.wait()
+            wake.clear()
+            msg = self._pending.get(interface)
+            if msg is None:
+                continue
+            outcome = await loop.run_in_executor(None, self._post, msg)
+            if self._pending.get(interface) is not msg:
+                continue  # superseded while in flight: send the newer one at once
+            if outcome is _Outcome.RETRY:
+                self.failed_attempts += 1
+                delay = backoff.next()
+                try:
+                    await asyncio.wait_for(wake.wait(), timeout=delay)
+                except TimeoutError:
+                    wake.set()
+                continue
+            backoff.reset()
+            del self._pending[interface]
+
+    def _post(self, msg: PrefixState) -> _Outcome:
+        body = msg.to_json()
+        ts = int(time.time())
+        req = urllib.request.Request(  # noqa: S310 - the scheme is validated by the config model
+            self.cfg.url,
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                TIMESTAMP_HEADER: str(ts),
+                SIGNATURE_HEADER: sign(self._secret, ts, body),
+                "User-Agent": "routerd",
+            },
+        )
+        fields = kv(url=self.cfg.url, interface=msg.interface, sequence=msg.sequence)
+        try:
+            with urllib.request.urlopen(req, timeout=self.cfg.timeout, context=self._ctx) as resp:  # noqa: S310
+                resp.read(4096)
+        except urllib.error.HTTPError as e:
+            reason = e.read(300).decode(errors="replace").strip()
+            if 400 <= e.code < 500 and e.code not in RETRYABLE_4XX:
+                self.refused += 1
+                LOG.error(f"webhook refused the state (HTTP {e.code}): {reason}", extra=fields)
+                return _Outcome.REFUSED
+            LOG.warning(f"webhook answered HTTP {e.code}; will retry", extra=fields)
+            return _Outcome.RETRY
+        except (urllib.error.URLError, OSError) as e:
+            LOG.warning(f"webhook unreachable ({getattr(e, 'reason', e)}); will retry", extra=fields)
+            return _Outcome.RETRY
+        self.delivered += 1
+        LOG.debug("webhook acknowledged", extra=fields)
+        return _Outcome.OK

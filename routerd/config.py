@@ -1,0 +1,241 @@
+"""routerd's configuration: TOML validated by pydantic, errors that name the key and the fix.
+
+With no file routerd uses its embedded default: watch the default-route
+interface (RA listener and netlink) and print the state as JSON lines.
+The reference (docs/configuration.md) is generated from these models.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from ipaddress import IPv6Address
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from routerd.core.emitter import EmitPolicy
+from routerd.core.tracker import TrackerConfig
+
+DEFAULT_PATH = Path("/etc/routerd/routerd.toml")
+
+IfName = Annotated[str, Field(min_length=1, max_length=15, pattern=r"^[^/\s]+$")]
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names each bad key and what to do."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrackerSection(_Section):
+    """Which prefixes count, and how long withdrawn ones stay listed."""
+
+    allow_ula: bool = Field(False, description="Track unique-local prefixes (fc00::/7) too.")
+    max_prefix_length: int = Field(64, ge=1, le=64, description="Ignore longer prefixes.")
+    max_prefixes: int = Field(16, ge=1, le=64, description="Per interface; more are ignored and counted.")
+    withdrawn_retention: float = Field(
+        600.0, ge=0, description="Seconds a prefix whose valid lifetime ran out stays listed as withdrawn."
+    )
+    include_static: bool = Field(False, description="Count manually configured addresses as prefixes.")
+
+    def tracker_config(self) -> TrackerConfig:
+        return TrackerConfig(**self.model_dump())
+
+
+class PublishSection(_Section):
+    """When messages go out."""
+
+    hold_down: float = Field(
+        2.0, ge=0, le=300, description="Seconds after a publish in which further changes are coalesced."
+    )
+    heartbeat: float = Field(
+        300.0, ge=5, le=86400, description="Seconds between re-publishes of an unchanged state."
+    )
+
+    def policy(self) -> EmitPolicy:
+        return EmitPolicy(hold_down=self.hold_down, heartbeat=self.heartbeat)
+
+
+class InterfaceSection(_Section):
+    """One interface to watch."""
+
+    name: IfName = Field(description="Kernel interface name, e.g. eth0 or br-lan.")
+    ra: bool = Field(
+        True, description="Listen for Router Advertisements on a raw socket (needs CAP_NET_RAW)."
+    )
+    netlink: bool = Field(True, description="Follow the kernel's addresses and RA-learned prefixes.")
+    allowed_routers: tuple[IPv6Address, ...] = Field(
+        (), description="Accept RAs only from these link-local addresses (empty: any router)."
+    )
+
+    @field_validator("allowed_routers")
+    @classmethod
+    def _link_local(cls, v: tuple[IPv6Address, ...]) -> tuple[IPv6Address, ...]:
+        for a in v:
+            if not a.is_link_local:
+                raise ValueError(f"{a} is not link-local; routers send RAs from fe80::/10 addresses")
+        return v
+
+
+class StdoutSection(_Section):
+    """JSON lines on standard output."""
+
+    enabled: bool | None = Field(None, description="Default: on when no MQTT or webhook sink is configured.")
+
+
+class MQTTSection(_Section):
+    """Publish to an MQTT broker (retained state, availability with a Last Will)."""
+
+    host: str = Field(min_length=1, description="Broker host name or address.")
+    port: int | None = Field(None, ge=1, le=65535, description="Default 8883 with TLS, 1883 without.")
+    tls: bool = Field(True, description="Use TLS and verify the broker's certificate.")
+    ca_file: Path | None = Field(
+        None, description="CA bundle for the broker's certificate (default: system)."
+    )
+    username: str | None = Field(None, description="MQTT user name.")
+    password_file: Path | None = Field(None, description="File holding the MQTT password.")
+    password_env: str | None = Field(None, description="Environment variable holding the MQTT password.")
+    base_topic: str = Field(
+        "dynamic-prefix",
+        min_length=1,
+        pattern=r"^[^#+]+$",
+        description="Topics are <base>/<router>/<interface>/state and <base>/<router>/availability.",
+    )
+    protocol: Literal["auto", "5", "3.1.1"] = Field(
+        "auto", description="auto tries MQTT 5 (message expiry from lifetimes) and falls back to 3.1.1."
+    )
+    keepalive: int = Field(30, ge=5, le=3600, description="Seconds.")
+    client_id: str | None = Field(None, description="Default: routerd-<router_id>.")
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> MQTTSection:
+        if self.password_file and self.password_env:
+            raise ValueError("set password_file or password_env, not both")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (8883 if self.tls else 1883)
+
+
+class WebhookSection(_Section):
+    """POST each state to a URL, HMAC-SHA256 signed."""
+
+    url: str = Field(pattern=r"^https?://", description="Where to POST (https unless on a trusted link).")
+    secret_file: Path | None = Field(None, description="File holding the shared HMAC secret.")
+    secret_env: str | None = Field(None, description="Environment variable holding the shared HMAC secret.")
+    ca_file: Path | None = Field(
+        None, description="CA bundle for the server's certificate (default: system)."
+    )
+    timeout: float = Field(10.0, gt=0, le=120, description="Seconds per attempt.")
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> WebhookSection:
+        if bool(self.secret_file) == bool(self.secret_env):
+            raise ValueError("set exactly one of secret_file or secret_env (the HMAC key)")
+        return self
+
+
+class Config(_Section):
+    """The whole file; every section is optional."""
+
+    router_id: str = Field(
+        default_factory=lambda: socket.gethostname().split(".")[0] or "router",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$",
+        description="This router's id in topics and messages (default: the host name).",
+    )
+    state_dir: Path | None = Field(
+        None,
+        description="Where the sequence reservation lives (/var/lib/routerd, else ~/.local/state/routerd).",
+    )
+    control_socket: Path | None = Field(
+        None,
+        description="Unix socket for `routerd status` and DHCPv6 hooks (default /run/routerd/control.sock).",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    log_format: Literal["text", "json"] = Field("text", description="json for structured log lines.")
+    tracker: TrackerSection = Field(default_factory=TrackerSection)
+    publish: PublishSection = Field(default_factory=PublishSection)
+    interface: tuple[InterfaceSection, ...] = Field(
+        (), description="Interfaces to watch ([[interface]] tables; default: the default-route interface)."
+    )
+    stdout: StdoutSection = Field(default_factory=StdoutSection)
+    mqtt: MQTTSection | None = Field(None, description="MQTT sink.")
+    webhook: tuple[WebhookSection, ...] = Field((), description="Webhook sinks ([[webhook]] tables).")
+
+    @field_validator("interface")
+    @classmethod
+    def _unique_names(cls, v: tuple[InterfaceSection, ...]) -> tuple[InterfaceSection, ...]:
+        names = [i.name for i in v]
+        if len(set(names)) != len(names):
+            raise ValueError("an interface is listed twice")
+        return v
+
+    @property
+    def stdout_enabled(self) -> bool:
+        if self.stdout.enabled is not None:
+            return self.stdout.enabled
+        return self.mqtt is None and not self.webhook
+
+
+def _describe(e: ValidationError) -> str:
+    lines = []
+    for err in e.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (a typo? see docs/configuration.md for the keys)"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def parse(doc: dict[str, Any], origin: str = "configuration") -> Config:
+    """Validate a parsed TOML document."""
+    try:
+        return Config.model_validate(doc)
+    except ValidationError as e:
+        raise ConfigError(f"{origin} is invalid:\n{_describe(e)}") from None
+
+
+def load(path: Path | None) -> Config:
+    """Load ``path``; with None, the embedded default (or /etc/routerd/routerd.toml if present)."""
+    if path is None:
+        if not DEFAULT_PATH.exists():
+            return Config()
+        path = DEFAULT_PATH
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}; pass --config with a readable file") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    return parse(doc, str(path))
+
+
+def read_secret(file: Path | None, env: str | None, what: str) -> str:
+    """A secret from a file or an environment variable; never logged."""
+    if file is not None:
+        try:
+            value = file.read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"cannot read the {what} from {file}: {e.strerror}") from None
+        if not value:
+            raise ConfigError(f"{file} is empty; put the {what} in it")
+        return value
+    if env is not None:
+        value = os.environ.get(env, "")
+        if not value:
+            raise ConfigError(f"environment variable {env} is not set; export the {what} in it")
+        return value
+    raise ConfigError(f"no {what} configured")

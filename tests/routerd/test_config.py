@@ -1,0 +1,72 @@
+"""routerd's configuration (routerd/config.py): defaults, and errors that name the key and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from routerd import config as cfgmod
+
+
+def test_the_embedded_default_watches_the_default_route_and_prints() -> None:
+    cfg = cfgmod.parse({})
+    assert cfg.interface == () and cfg.stdout_enabled and cfg.mqtt is None
+    assert cfg.tracker.tracker_config().max_prefix_length == 64
+
+
+def test_a_sink_turns_stdout_off_unless_asked() -> None:
+    cfg = cfgmod.parse({"mqtt": {"host": "broker"}})
+    assert not cfg.stdout_enabled and cfg.mqtt is not None and cfg.mqtt.effective_port == 8883
+    assert cfgmod.parse({"mqtt": {"host": "b", "tls": False}, "stdout": {"enabled": True}}).stdout_enabled
+
+
+@pytest.mark.parametrize(
+    ("doc", "fragment"),
+    [
+        ({"interfac": []}, "interfac: unknown key"),
+        (
+            {"interface": [{"name": "eth0", "ra": "sometimes"}]},
+            "interface.0.ra: Input should be a valid boolean",
+        ),
+        ({"interface": [{"nam": "eth0"}]}, "interface.0.name: required key is missing"),
+        ({"interface": [{"name": "eth0"}, {"name": "eth0"}]}, "listed twice"),
+        ({"interface": [{"name": "eth0", "allowed_routers": ["2001:db8::1"]}]}, "is not link-local"),
+        ({"mqtt": {"host": "b", "password_file": "/a", "password_env": "B"}}, "not both"),
+        ({"mqtt": {"host": "b", "base_topic": "a/#"}}, "mqtt.base_topic"),
+        ({"webhook": [{"url": "https://x"}]}, "exactly one of secret_file or secret_env"),
+        ({"webhook": [{"url": "ftp://x", "secret_env": "S"}]}, "webhook.0.url"),
+        ({"tracker": {"max_prefix_length": 80}}, "tracker.max_prefix_length"),
+        ({"publish": {"heartbeat": 1}}, "publish.heartbeat"),
+    ],
+)
+def test_errors_name_the_key(doc: dict[str, object], fragment: str) -> None:
+    with pytest.raises(cfgmod.ConfigError, match="invalid") as err:
+        cfgmod.parse(doc, "routerd.toml")
+    assert fragment in str(err.value)
+
+
+def test_a_toml_syntax_error_names_the_file(tmp_path: Path) -> None:
+    p = tmp_path / "routerd.toml"
+    p.write_text("router_id = \n")
+    with pytest.raises(cfgmod.ConfigError, match=r"routerd\.toml is not valid TOML"):
+        cfgmod.load(p)
+
+
+def test_an_unreadable_file_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(cfgmod.ConfigError, match="pass --config"):
+        cfgmod.load(tmp_path / "missing.toml")
+
+
+def test_secrets_come_from_a_file_or_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = tmp_path / "key"
+    f.write_text("abc\n")
+    assert cfgmod.read_secret(f, None, "x") == "abc"
+    monkeypatch.setenv("KEY", "def")
+    assert cfgmod.read_secret(None, "KEY", "x") == "def"
+    monkeypatch.delenv("KEY")
+    with pytest.raises(cfgmod.ConfigError, match="KEY is not set"):
+        cfgmod.read_secret(None, "KEY", "webhook secret")
+    f.write_text("")
+    with pytest.raises(cfgmod.ConfigError, match="is empty"):
+        cfgmod.read_secret(f, None, "webhook secret")

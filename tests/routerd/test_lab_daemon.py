@@ -1,0 +1,129 @@
+"""The routerd daemon's edges: systemd notifications, the control socket, DHCPv6 hooks, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.ground.netlab import AdvPrefix, Lab
+from tests.ground.routerd_proc import Routerd, current, states
+from tests.ground.waiting import wait_until
+
+pytestmark = pytest.mark.lab
+
+A = "2001:db8:a::/64"
+PD = "2001:db8:100::/56"
+
+
+def base_config(lab: Lab, control: Path) -> str:
+    return f"""
+router_id = "edge"
+control_socket = "{control}"
+[publish]
+hold_down = 0.2
+[[interface]]
+name = "{lab.host_if}"
+netlink = false
+"""
+
+
+def routerd_cli(lab: Lab, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ip", "netns", "exec", lab.host, sys.executable, "-m", "routerd", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        check=False,
+        timeout=30,
+    )
+
+
+def test_systemd_ready_status_watchdog_and_stopping(lab: Lab, tmp_path: Path) -> None:
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(10)
+    lab.start_radvd([AdvPrefix(A, valid=3600, preferred=1800)])
+    r = Routerd(lab, tmp_path / "r", base_config(lab, tmp_path / "ctl.sock"),
+                env={"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "1000000"})  # fmt: skip
+    got: list[str] = []
+    try:
+        r.wait_for(lambda m: current(m) == A)
+
+        def heard_all() -> bool:
+            got.append(notify.recv(4096).decode())
+            return (
+                any("READY=1" in g for g in got)
+                and sum("WATCHDOG=1" in g for g in got) >= 2
+                and any(f"STATUS={lab.host_if}: {A}" in g for g in got)
+            )
+
+        wait_until(heard_all, what="READY, STATUS and two WATCHDOG pings")
+        r.stop()
+        while not any("STOPPING=1" in g for g in got):
+            got.append(notify.recv(4096).decode())
+    finally:
+        r.stop()
+        notify.close()
+    assert r.proc.returncode == 0
+
+
+def test_dhcpv6_hooks_feed_delegations_and_status_reports_them(lab: Lab, tmp_path: Path) -> None:
+    ctl = tmp_path / "ctl.sock"
+    lab.start_radvd([AdvPrefix(A, valid=3600, preferred=1800)])
+    r = Routerd(lab, tmp_path / "r", base_config(lab, ctl))
+    try:
+        r.wait_for(lambda m: current(m) == A)
+        wait_until(ctl.exists, what="control socket")
+        out = routerd_cli(lab, "hook", "--socket", str(ctl), "odhcp6c", "wan", "bound",
+                          env={"PREFIXES": f"{PD},3600,7200"})  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        msg = r.wait_for(lambda m: m["interface"] == "wan" and current(m) == PD)
+        assert msg["prefixes"][0]["sources"] == ["dhcpv6-pd"]
+        assert msg["prefixes"][0]["validLifetime"] == 7200
+
+        out = routerd_cli(lab, "hook", "--socket", str(ctl), "dhcpcd", "wan", env={"reason": "EXPIRE6"})
+        assert out.returncode == 0, out.stderr
+        r.wait_for(lambda m: m["interface"] == "wan" and states(m) == {PD: "withdrawn"})
+
+        status = routerd_cli(lab, "status", "--socket", str(ctl))
+        assert status.returncode == 0, status.stderr
+        doc = json.loads(status.stdout)
+        assert set(doc["interfaces"]) == {lab.host_if, "wan"}
+        assert doc["ra_listening"] == [lab.host_if] and doc["ras_accepted"] >= 1
+
+        bad = routerd_cli(lab, "hook", "--socket", str(ctl), "odhcp6c", "wan", "updated",
+                          env={"PREFIXES": "2001:db8::/56,soon,7200"})  # fmt: skip
+        assert bad.returncode == 2 and "not a number of seconds" in bad.stderr
+    finally:
+        r.stop()
+
+
+def test_status_without_a_daemon_says_so(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "routerd", "status", "--socket", str(tmp_path / "none")],
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    assert out.returncode != 0 and "is it running?" in out.stderr
+
+
+def test_an_invalid_config_file_exits_2_naming_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "r.toml"
+    bad.write_text("[mqtt]\nhots = 'broker'\n")
+    out = subprocess.run([sys.executable, "-m", "routerd", "run", "--config", str(bad)],
+                         capture_output=True, text=True, check=False, timeout=30)  # fmt: skip
+    assert out.returncode == 2
+    assert "mqtt.hots: unknown key" in out.stderr and "mqtt.host: required key is missing" in out.stderr
+
+
+def test_sigint_also_stops_cleanly(lab: Lab, tmp_path: Path) -> None:
+    lab.start_radvd([AdvPrefix(A, valid=3600, preferred=1800)])
+    r = Routerd(lab, tmp_path / "r", base_config(lab, tmp_path / "ctl.sock"))
+    r.wait_for(lambda m: current(m) == A)
+    r.signal(signal.SIGINT)
+    assert r.proc.wait(timeout=10) == 0
+    assert not (tmp_path / "ctl.sock").exists()
