@@ -1,0 +1,131 @@
+"""routerd benchmarks: per-RA cost in the core, RA-on-the-wire -> MQTT latency, footprint.
+
+Runs real routerd in a network lab with a real Mosquitto (needs root, radvd
+not required: RAs are injected). Reports numbers; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from ipaddress import IPv6Address, IPv6Network
+from pathlib import Path
+from typing import Any
+
+from bench.common import cpu_seconds, open_fds, rss_mb, summary_ms
+from routerd.core import ra
+from routerd.core.tracker import RAObserved, Tracker
+from tests.ground.mosquitto import Mosquitto
+from tests.ground.mqttclient import Subscriber
+from tests.ground.netlab import Lab
+from tests.ground.routerd_proc import Routerd
+from tests.ground.waiting import wait_until
+
+A = IPv6Network("2001:db8:a::/64")
+B = IPv6Network("2001:db8:b::/64")
+
+
+def flip(i: int) -> tuple[bytes, IPv6Network]:
+    """An RA that makes A or B the preferred prefix (the other deprecated): every one is a change."""
+    cur, old = (A, B) if i % 2 == 0 else (B, A)
+    adv = ra.RouterAdvertisement(
+        options=(ra.PrefixInformation(cur, 86400, 14400), ra.PrefixInformation(old, 86400, 0))
+    )
+    return adv.pack(), cur
+
+
+def first(payload: bytes) -> str | None:
+    prefixes = json.loads(payload)["prefixes"]
+    return str(prefixes[0]["prefix"]) if prefixes else None
+
+
+def core_per_ra(n: int = 10_000) -> dict[str, Any]:
+    """accept() + tracker.observe() per RA, in process, half refreshes and half changes."""
+    packets = [flip(i // 2)[0] for i in range(n)]
+    src = IPv6Address("fe80::1")
+    t = Tracker()
+    start = time.perf_counter()
+    for i, p in enumerate(packets):
+        adv = ra.accept(p, hop_limit=255, source=src)
+        t.observe(RAObserved("eth0", src, adv.preference, adv.prefixes), float(i))
+    elapsed = time.perf_counter() - start
+    return {"ras": n, "us_per_ra": round(elapsed / n * 1e6, 2)}
+
+
+def status(path: Path) -> dict[str, Any]:
+    """Ask the running routerd for its counters over its control socket."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(path))
+        s.sendall(b'{"op": "status"}\n')
+        data = b""
+        while not data.endswith(b"\n"):
+            data += s.recv(65536)
+    doc: dict[str, Any] = json.loads(data)
+    return doc
+
+
+def lab_run(
+    workdir: Path, mosquitto_bin: str, passwd_bin: str, changes: int = 200, flood: int = 10_000
+) -> dict[str, Any]:
+    broker = Mosquitto(workdir / "mqtt", mosquitto_bin, passwd_bin)
+    broker.start()
+    lab = Lab(workdir / "lab").create()
+    out: dict[str, Any] = {}
+    try:
+        lab.forward(broker.plain_port)
+        r = Routerd(lab, workdir / "routerd", f"""
+router_id = "bench"
+control_socket = "{workdir / 'ctl.sock'}"
+[publish]
+hold_down = 0
+[stdout]
+enabled = false
+[[interface]]
+name = "{lab.host_if}"
+netlink = false
+[mqtt]
+host = "127.0.0.1"
+port = {broker.plain_port}
+tls = false
+""")  # fmt: skip
+        topic = f"dynamic-prefix/bench/{lab.host_if}/state"
+        with Subscriber(broker.plain_port, topic) as sub:
+            sub.wait_for(timeout=20)  # routerd is up: its initial (empty) state arrived
+            lab.inject_ra(flip(1)[0])
+            sub.wait_for(lambda m: first(m.payload) is not None, timeout=20)
+            time.sleep(0.5)
+            out["rss_after_start_mb"] = rss_mb(r.proc.pid)
+            lat = []
+            for i in range(changes):
+                packet, cur = flip(i)
+                t0 = time.monotonic()
+                lab.inject_ra(packet)
+                got = sub.wait_for(lambda m, c=str(cur), t=t0: m.at >= t and first(m.payload) == c, timeout=5)
+                lat.append(got.at - t0)
+                sub.history.clear()
+            out["ra_to_mqtt"] = summary_ms(lat)
+            ctl = workdir / "ctl.sock"
+            before = status(ctl)["ras_accepted"]
+            cpu0 = cpu_seconds(r.proc.pid)
+            t0 = time.monotonic()
+            packet, _ = flip(changes)  # the current state again: refreshes only
+            for _ in range(flood):
+                lab.inject_ra(packet)
+            sent = time.monotonic() - t0
+            wait_until(lambda: status(ctl)["ras_accepted"] >= before + flood * 0.99, timeout=60,
+                       what="routerd to take the flood")  # fmt: skip
+            out["flood"] = {
+                "ras": flood,
+                "accepted": status(ctl)["ras_accepted"] - before,
+                "send_seconds": round(sent, 2),
+                "routerd_cpu_seconds": round(cpu_seconds(r.proc.pid) - cpu0, 2),
+                "routerd_cpu_us_per_ra": round((cpu_seconds(r.proc.pid) - cpu0) / flood * 1e6, 1),
+            }
+            out["rss_after_flood_mb"] = rss_mb(r.proc.pid)
+            out["open_fds"] = open_fds(r.proc.pid)
+        r.stop()
+    finally:
+        lab.destroy()
+        broker.stop()
+    return out
