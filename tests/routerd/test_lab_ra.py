@@ -58,6 +58,8 @@ base_topic = "dynamic-prefix/{base}"
         msg = r.wait_for(lambda m: current(m) == A)
         assert msg["router"] == "edge" and msg["interface"] == lab.host_if
         topic = f"{mqtt_base}/edge/{lab.host_if}/state"
+        with Subscriber(mosquitto.plain_port, topic) as early:  # may see it live or retained
+            early.wait_for(lambda m: json.loads(m.payload)["sequence"] == msg["sequence"])
         with Subscriber(mosquitto.plain_port, f"{mqtt_base}/#") as sub:
             got = sub.wait_for(lambda m: m.topic == topic)
             assert got.retain and json.loads(got.payload)["sequence"] == msg["sequence"]
