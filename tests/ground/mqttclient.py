@@ -26,6 +26,8 @@ class Received:
     qos: int
     at: float = 0.0
     """time.monotonic() when paho handed it over (latency benchmarks)."""
+    expiry: int | None = None
+    """MQTT 5 Message Expiry Interval, as the broker delivered it."""
 
 
 def new_client(client_id: str = "", v5: bool = False) -> mqtt.Client:
@@ -76,8 +78,10 @@ class Subscriber:
         self._connected.put("subscribed")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        props = getattr(msg, "properties", None)
+        expiry = getattr(props, "MessageExpiryInterval", None) if props is not None else None
         self.messages.put(
-            Received(msg.topic, bytes(msg.payload), bool(msg.retain), int(msg.qos), time.monotonic())
+            Received(msg.topic, bytes(msg.payload), bool(msg.retain), int(msg.qos), time.monotonic(), expiry)
         )
 
     def wait_for(

@@ -127,3 +127,23 @@ def test_sigint_also_stops_cleanly(lab: Lab, tmp_path: Path) -> None:
     r.signal(signal.SIGINT)
     assert r.proc.wait(timeout=10) == 0
     assert not (tmp_path / "ctl.sock").exists()
+
+
+def test_once_prints_the_current_state_and_exits(lab: Lab) -> None:
+    lab.start_radvd([AdvPrefix(A, valid=3600, preferred=1800)])
+    out = routerd_cli(lab, "once", "-i", lab.host_if, "--wait", "3")
+    assert out.returncode == 0, out.stderr
+    (line,) = out.stdout.splitlines()
+    assert current(json.loads(line)) == A
+
+
+def test_json_logs_are_one_object_per_line(lab: Lab, tmp_path: Path) -> None:
+    r = Routerd(lab, tmp_path / "r", base_config(lab, tmp_path / "ctl.sock"), args=["--log-format", "json"])
+    try:
+        lab.start_radvd([AdvPrefix(A, valid=3600, preferred=1800)])
+        r.wait_for(lambda m: current(m) == A)
+        r.wait_log('"change": "appeared"')
+        docs = [json.loads(line) for line in r.stderr_lines if line.startswith("{")]
+        assert any(d.get("prefix") == A and d["level"] == "info" for d in docs)
+    finally:
+        r.stop()

@@ -21,7 +21,7 @@ import pytest
 import trustme
 
 from routerd.adapters.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER
-from tests.ground.mosquitto import Mosquitto
+from tests.ground.mosquitto import USERS, Mosquitto
 from tests.ground.mqttclient import Subscriber
 from tests.ground.netlab import AdvPrefix, Lab
 from tests.ground.ports import free_port
@@ -164,5 +164,66 @@ secret_env = "HOOK_SECRET"
         r.wait_for(lambda m: current(m) == A)
         r.wait_log("CERTIFICATE_VERIFY_FAILED")
         assert hook.received == []
+    finally:
+        r.stop()
+
+
+def test_mqtt_over_tls_with_a_password_and_mqtt5_expiry(
+    lab: Lab, mosquitto: Mosquitto, mqtt_base: str, tmp_path: Path
+) -> None:
+    lab.forward(mosquitto.tls_port)
+    password = tmp_path / "mqtt.pass"
+    password.write_text(USERS["routerd"] + "\n")
+    lab.start_radvd([AdvPrefix(A, valid=3600, preferred=1800)])
+    r = Routerd(lab, tmp_path / "r", f"""
+router_id = "edge"
+[stdout]
+enabled = true
+[[interface]]
+name = "{lab.host_if}"
+netlink = false
+[mqtt]
+host = "127.0.0.1"
+port = {mosquitto.tls_port}
+ca_file = "{mosquitto.ca_file}"
+username = "routerd"
+password_file = "{password}"
+base_topic = "{mqtt_base}"
+""")  # fmt: skip
+    topic = f"{mqtt_base}/edge/{lab.host_if}/state"
+    try:
+        msg = r.wait_for(lambda m: current(m) == A)
+        with Subscriber(mosquitto.tls_port, topic, username="clusterd", password=USERS["clusterd"],
+                        ca_file=str(mosquitto.ca_file), v5=True) as sub:  # fmt: skip
+            got = sub.wait_for(lambda m: json.loads(m.payload)["sequence"] == msg["sequence"])
+        assert got.expiry is not None and 3500 < got.expiry <= 3600  # follows the valid lifetime
+        assert USERS["routerd"] not in r.log()
+    finally:
+        r.stop()
+
+
+def test_a_wrong_mqtt_password_is_reported_not_fatal(
+    lab: Lab, mosquitto: Mosquitto, mqtt_base: str, tmp_path: Path
+) -> None:
+    lab.forward(mosquitto.auth_port)
+    lab.start_radvd([AdvPrefix(A, valid=3600, preferred=1800)])
+    r = Routerd(lab, tmp_path / "r", f"""
+[stdout]
+enabled = true
+[[interface]]
+name = "{lab.host_if}"
+netlink = false
+[mqtt]
+host = "127.0.0.1"
+port = {mosquitto.auth_port}
+tls = false
+username = "routerd"
+password_env = "MQTT_PASSWORD"
+base_topic = "{mqtt_base}"
+""", env={"MQTT_PASSWORD": "wrong"})  # fmt: skip
+    try:
+        r.wait_for(lambda m: current(m) == A)  # stdout keeps working
+        r.wait_log("MQTT broker refused the connection")
+        assert r.proc.poll() is None
     finally:
         r.stop()
