@@ -185,7 +185,8 @@ class Config(_Section):
         return self.mqtt is None and not self.webhook
 
 
-def _describe(e: ValidationError) -> str:
+def describe(e: ValidationError) -> str:
+    """One line per problem: the dotted key, then what is wrong (shared with clusterd)."""
     lines = []
     for err in e.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
@@ -203,7 +204,7 @@ def parse(doc: dict[str, Any], origin: str = "configuration") -> Config:
     try:
         return Config.model_validate(doc)
     except ValidationError as e:
-        raise ConfigError(f"{origin} is invalid:\n{_describe(e)}") from None
+        raise ConfigError(f"{origin} is invalid:\n{describe(e)}") from None
 
 
 def load(path: Path | None) -> Config:

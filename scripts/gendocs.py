@@ -4,7 +4,8 @@
     python scripts/gendocs.py --check  # exit 1 if any is stale (the tests run this)
 
 - docs/wire-schema.json: the JSON Schema of the wire message (routerd/core/wire.py)
-- docs/configuration.md: routerd's (and clusterd's) configuration keys, from the pydantic models
+- docs/configuration.md: routerd's and clusterd's configuration keys, from the pydantic models
+- manifests/crds/dynamic-prefix.io_dynamicprefixes.yaml: the DynamicPrefix CRD (clusterd/crd.py)
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def _section_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def model_reference(model: type[BaseModel], heading: str, level: int = 3) -> list[str]:
+def model_reference(model: type[BaseModel], heading: str, level: int = 3, style: str = "toml") -> list[str]:
     """A markdown table of ``model``'s keys, then one per nested section."""
     lines = [f"{'#' * level} {heading}", ""]
     if model.__doc__:
@@ -77,15 +78,19 @@ def model_reference(model: type[BaseModel], heading: str, level: int = 3) -> lis
         sub = _section_model(field.annotation)
         if sub is not None:
             is_list = typing.get_origin(field.annotation) in (tuple, list)
-            title = f"[[{key}]]" if is_list else f"[{key}]"
-            nested.append((f"{heading.rstrip('`')}.{key}`" if heading.startswith("`") else title, sub))
-            lines.append(f"| `{key}` | table{' (repeatable)' if is_list else ''} | | see {title} below |")
+            if style == "toml":
+                title = f"[[{key}]]" if is_list else f"[{key}]"
+            else:
+                prefix = "" if heading == "top level" else heading.strip("`").rstrip(":") + "."
+                title = f"`{prefix}{key}:`"
+            nested.append((title, sub))
+            lines.append(f"| `{key}` | {'list of tables' if is_list else 'table'} | | see {title} below |")
             continue
         desc = (field.description or "").replace("|", "\\|")
         lines.append(f"| `{key}` | {_type_name(field.annotation)} | {_default(field)} | {desc} |")
     lines.append("")
     for title, sub in nested:
-        lines += model_reference(sub, title, level + 1)
+        lines += model_reference(sub, title, level + 1, style)
     return lines
 
 
@@ -112,9 +117,9 @@ def configuration_md() -> str:
         parts += [
             "## clusterd",
             "",
-            "YAML or environment (see the Helm chart's values). Unknown keys are errors.",
+            "A YAML file (`clusterd --config`; the Helm chart renders it from its values). Unknown keys are errors.",
             "",
-            *model_reference(ClusterdConfig, "top level"),
+            *model_reference(ClusterdConfig, "top level", style="yaml"),
         ]
     return "\n".join(parts).rstrip() + "\n"
 
@@ -125,9 +130,16 @@ def wire_schema_json() -> str:
     return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
 
 
+def dynamicprefix_crd() -> str:
+    from clusterd.crd import crd_yaml
+
+    return crd_yaml()
+
+
 TARGETS = {
     ROOT / "docs" / "wire-schema.json": wire_schema_json,
     ROOT / "docs" / "configuration.md": configuration_md,
+    ROOT / "manifests" / "crds" / "dynamic-prefix.io_dynamicprefixes.yaml": dynamicprefix_crd,
 }
 
 

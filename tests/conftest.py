@@ -125,6 +125,17 @@ def kube(kube_api_session: KubeAPI) -> Iterator[KubeAPI]:
     apply_crds(api, load_yaml_docs(BASE_CRD_FILES))
 
 
+@pytest.fixture
+def cluster(kube: KubeAPI) -> KubeAPI:
+    """The apiserver with clusterd's namespace (for its Lease) in place."""
+    from kubernetes import client as k8s
+
+    k8s.CoreV1Api(kube.admin()).create_namespace(
+        k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name="dynamic-prefix"))
+    )
+    return kube
+
+
 # -- MQTT ---------------------------------------------------------------------------------
 
 

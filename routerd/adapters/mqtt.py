@@ -37,6 +37,23 @@ def _code(rc: Any) -> int:
     return int(getattr(rc, "value", rc))
 
 
+def make_client(
+    client_id: str, *, v5: bool, username: str | None, password: str | None, tls: bool, ca_file: str | None
+) -> mqtt.Client:
+    """A paho client (1.6 or 2.x) with credentials and verified TLS; clusterd's subscriber uses it too."""
+    proto = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
+    if PAHO2:
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto)  # type: ignore[attr-defined,unused-ignore]
+    else:
+        c = mqtt.Client(client_id=client_id, protocol=proto)
+    if username:
+        c.username_pw_set(username, password)
+    if tls:
+        c.tls_set_context(ssl.create_default_context(cafile=ca_file))
+    c.reconnect_delay_set(min_delay=1, max_delay=60)
+    return c
+
+
 def expiry(msg: PrefixState) -> int | None:
     """Seconds until the longest valid lifetime runs out; None when one is infinite or none are left."""
     lifetimes = [p.valid_lifetime for p in msg.prefixes]
@@ -70,19 +87,15 @@ class MQTTSink:
     # -- life cycle ----------------------------------------------------------------------
 
     def _new_client(self) -> mqtt.Client:
-        proto = mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311
-        client_id = self.cfg.client_id or f"routerd-{self.router_id}"
-        if PAHO2:
-            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto)  # type: ignore[attr-defined,unused-ignore]
-        else:
-            c = mqtt.Client(client_id=client_id, protocol=proto)
-        if self.cfg.username:
-            c.username_pw_set(self.cfg.username, self._password)
-        if self.cfg.tls:
-            ctx = ssl.create_default_context(cafile=str(self.cfg.ca_file) if self.cfg.ca_file else None)
-            c.tls_set_context(ctx)
+        c = make_client(
+            self.cfg.client_id or f"routerd-{self.router_id}",
+            v5=self._v5,
+            username=self.cfg.username,
+            password=self._password,
+            tls=self.cfg.tls,
+            ca_file=str(self.cfg.ca_file) if self.cfg.ca_file else None,
+        )
         c.will_set(self.availability_topic, "offline", qos=1, retain=True)
-        c.reconnect_delay_set(min_delay=1, max_delay=60)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_connect_fail = self._on_connect_fail

@@ -383,8 +383,9 @@ def clean_state(api: KubeAPI, base_crds: frozenset[str]) -> None:
             continue
         if namespaced:
             targets = [f"{path}/namespaces/{ns}/{plural}" for ns in namespaces]
+            everything = is_custom or plural == "events"  # Events are the tests' own exhaust
             targets += [
-                f"{path}/namespaces/{ns}/{plural}" + ("" if is_custom else labelled)
+                f"{path}/namespaces/{ns}/{plural}" + ("" if everything else labelled)
                 for ns in sorted(BASE_NAMESPACES)
             ]
         else:

@@ -83,14 +83,25 @@ class Forwarder:
     undoes it.
     """
 
-    def __init__(self, netns: str, port: int) -> None:
+    def __init__(self, netns: str, port: int, into_netns: bool = False) -> None:
         self.port = port
+        self.netns = netns
+        self.into_netns = into_netns
         self._cut = threading.Event()
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
-        with inside(netns):
+        if into_netns:  # listen here, connect to the program inside the namespace
             self._listener = socket.create_server(("127.0.0.1", port))
+        else:
+            with inside(netns):
+                self._listener = socket.create_server(("127.0.0.1", port))
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def _connect(self) -> socket.socket:
+        if self.into_netns:
+            with inside(self.netns):
+                return socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        return socket.create_connection(("127.0.0.1", self.port), timeout=5)
 
     def _accept(self) -> None:
         while True:
@@ -102,7 +113,7 @@ class Forwarder:
                 inner.close()
                 continue
             try:
-                outer = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+                outer = self._connect()
             except OSError:
                 inner.close()  # the real server is down: the client sees a refused/reset connection
                 continue
@@ -271,9 +282,13 @@ class Lab:
         doc = json.loads(run(["ip", "-j", "link", "show", "dev", ifname], netns))
         return int(doc[0]["ifindex"])
 
-    def forward(self, port: int, netns: str | None = None) -> Forwarder:
-        """Make root-namespace 127.0.0.1:``port`` reachable at the same address in ``netns`` (the host)."""
-        f = Forwarder(netns or self.host, port)
+    def forward(self, port: int, netns: str | None = None, into_netns: bool = False) -> Forwarder:
+        """Make root-namespace 127.0.0.1:``port`` reachable at the same address in ``netns`` (the host).
+
+        With ``into_netns``, the other way: a server in the namespace becomes
+        reachable from the root namespace.
+        """
+        f = Forwarder(netns or self.host, port, into_netns)
         self._forwarders.append(f)
         return f
 

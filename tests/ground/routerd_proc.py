@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.ground.netlab import Lab
+from tests.ground.waiting import wait_for_line
 
 
 class Routerd:
@@ -80,12 +81,7 @@ class Routerd:
         raise TimeoutError(f"routerd printed no matching state within {timeout}s; its log:\n{self.log()}")
 
     def wait_log(self, fragment: str, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(fragment in line for line in self.stderr_lines):
-                return
-            time.sleep(0.05)
-        raise TimeoutError(f"routerd never logged {fragment!r}; its log:\n{self.log()}")
+        wait_for_line(self.stderr_lines, fragment, timeout, "routerd")
 
     def signal(self, sig: int) -> None:
         os.killpg(self.proc.pid, sig)

@@ -21,3 +21,11 @@ def wait_until(
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not reached within {timeout}s")
         time.sleep(step)
+
+
+def wait_for_line(lines: list[str], fragment: str, timeout: float = 20.0, who: str = "the program") -> None:
+    """Wait until one of ``lines`` (a process's log, filled by a reader thread) contains ``fragment``."""
+    try:
+        wait_until(lambda: any(fragment in line for line in lines), timeout, f"{who} logging {fragment!r}")
+    except TimeoutError as e:
+        raise TimeoutError(f"{e}; its log ends:\n" + "\n".join(lines[-60:])) from None

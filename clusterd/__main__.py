@@ -1,0 +1,5 @@
+"""``python -m clusterd`` is the ``clusterd`` command."""
+
+from clusterd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,302 @@
+"""The Kubernetes API adapter: typed calls clusterd makes, watches, and API errors as data.
+
+Blocking client calls run in threads (``asyncio.to_thread``) so the event loop
+never waits on the network. Every write carries the resourceVersion it was
+planned from: a concurrent change gets a 409 and the object is planned again
+from the fresh copy the watch delivers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes import watch as k8s_watch
+
+from clusterd import crd
+from routerd.logs import RateLimited, kv
+
+LOG = logging.getLogger("clusterd.kube")
+CILIUM = "cilium.io"
+EVENTS_NAMESPACE = "default"
+"""Events about cluster-scoped objects live here, as client-go's recorder puts them."""
+
+
+class Conflict(Exception):
+    """409: the object changed since it was read; plan again from the fresh copy."""
+
+
+class Gone(Exception):
+    """404: the object (or its kind) does not exist."""
+
+
+def api_client(kubeconfig: Path | None) -> k8s.ApiClient:
+    """In-cluster credentials when running in a pod, else a kubeconfig."""
+    cfg = k8s.Configuration()
+    if kubeconfig is None:
+        try:
+            k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        except k8s_config.ConfigException:
+            k8s_config.load_kube_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    else:
+        k8s_config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)  # type: ignore[no-untyped-call]
+    return k8s.ApiClient(cfg)
+
+
+def _as_dict(obj: object) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise TypeError(f"expected a JSON object from the API, got {type(obj).__name__}")
+    return obj
+
+
+def _raise(e: k8s.ApiException) -> None:
+    if e.status == 409:
+        raise Conflict(str(e.reason)) from None
+    if e.status == 404:
+        raise Gone(str(e.reason)) from None
+    raise e
+
+
+@dataclass(frozen=True)
+class Ref:
+    """What an Event is about."""
+
+    api_version: str
+    kind: str
+    name: str
+    namespace: str | None = None
+    uid: str | None = None
+
+    @classmethod
+    def of(cls, obj: dict[str, Any]) -> Ref:
+        m = obj["metadata"]
+        return cls(obj["apiVersion"], obj["kind"], m["name"], m.get("namespace"), m.get("uid"))
+
+
+class Kube:
+    """The calls clusterd makes (all blocking; call them through ``asyncio.to_thread``)."""
+
+    def __init__(self, api: k8s.ApiClient) -> None:
+        self.api = api
+        self.custom = k8s.CustomObjectsApi(api)
+        self.core = k8s.CoreV1Api(api)
+        self.coordination = k8s.CoordinationV1Api(api)
+        self.writes = 0
+        """API writes made (benchmarks and tests count them)."""
+
+    # -- discovery -------------------------------------------------------------------------
+
+    def served_versions(self, group: str) -> list[str]:
+        try:
+            groups = k8s.ApisApi(self.api).get_api_versions().groups
+        except k8s.ApiException as e:
+            _raise(e)
+            return []
+        for g in groups:
+            if g.name == group:
+                return [v.version for v in g.versions]
+        return []
+
+    def resource_served(self, group: str, version: str, plural: str) -> bool:
+        try:
+            found = self.custom.list_cluster_custom_object(group, version, plural, limit=1)
+        except k8s.ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+        return isinstance(found, dict)
+
+    # -- DynamicPrefix ---------------------------------------------------------------------
+
+    def replace_status(self, obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        body = {**obj, "status": status}
+        try:
+            got = self.custom.replace_cluster_custom_object_status(crd.GROUP, crd.VERSION, crd.PLURAL,
+                                                                  obj["metadata"]["name"], body)  # fmt: skip
+        except k8s.ApiException as e:
+            _raise(e)
+        self.writes += 1
+        return _as_dict(got)
+
+    # -- pools and CIDR groups ---------------------------------------------------------------
+
+    def patch_list(
+        self,
+        version: str,
+        plural: str,
+        obj: dict[str, Any],
+        field: str,
+        entries: list[Any],
+        annotations: dict[str, str | None],
+    ) -> dict[str, Any]:
+        """Set ``spec.<field>`` and annotations, if the object is still at the version we planned from."""
+        body = {
+            "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"], "annotations": annotations},
+            "spec": {field: entries},
+        }
+        try:
+            got = self.custom.patch_cluster_custom_object(
+                CILIUM, version, plural, obj["metadata"]["name"], body
+            )
+        except k8s.ApiException as e:
+            _raise(e)
+        self.writes += 1
+        return _as_dict(got)
+
+    # -- Services (HA mode) ---------------------------------------------------------------------
+
+    def patch_service_annotations(
+        self, obj: dict[str, Any], annotations: dict[str, str | None]
+    ) -> dict[str, Any]:
+        m = obj["metadata"]
+        body = {"metadata": {"resourceVersion": m["resourceVersion"], "annotations": annotations}}
+        try:
+            got = self.core.patch_namespaced_service(m["name"], m["namespace"], body)
+        except k8s.ApiException as e:
+            _raise(e)
+        self.writes += 1
+        return _as_dict(self.api.sanitize_for_serialization(got))  # type: ignore[no-untyped-call]
+
+    # -- Events ------------------------------------------------------------------------------
+
+    def event(self, ref: Ref, type_: str, reason: str, message: str, component: str) -> None:
+        now = datetime.now(UTC)
+        ns = ref.namespace or EVENTS_NAMESPACE
+        ev = k8s.CoreV1Event(
+            metadata=k8s.V1ObjectMeta(generate_name=f"{ref.name}.", namespace=ns),
+            involved_object=k8s.V1ObjectReference(
+                api_version=ref.api_version,
+                kind=ref.kind,
+                name=ref.name,
+                namespace=ref.namespace,
+                uid=ref.uid,
+            ),
+            type=type_,
+            reason=reason,
+            message=message[:1024],
+            source=k8s.V1EventSource(component=component),
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            reporting_component=component,
+        )
+        self.core.create_namespaced_event(ns, ev)
+
+    # -- Lease ------------------------------------------------------------------------------
+
+    def get_lease(self, namespace: str, name: str) -> k8s.V1Lease | None:
+        try:
+            return self.coordination.read_namespaced_lease(name, namespace)
+        except k8s.ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def write_lease(self, namespace: str, lease: k8s.V1Lease, create: bool) -> k8s.V1Lease:
+        try:
+            if create:
+                return self.coordination.create_namespaced_lease(namespace, lease)
+            assert lease.metadata is not None
+            assert lease.metadata.name is not None
+            return self.coordination.replace_namespaced_lease(lease.metadata.name, namespace, lease)
+        except k8s.ApiException as e:
+            _raise(e)
+            raise
+
+
+class Watcher:
+    """List, then watch, one kind of object in a thread; deliver events on the event loop.
+
+    A 410 (history compacted) or any error relists after a backoff; the
+    first list after each (re)start is delivered as a ``SYNC`` with every
+    object, so the receiver can drop what vanished while it was not watching.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        api: k8s.ApiClient,
+        list_fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        deliver: Callable[[str, Any], None],
+        loop: asyncio.AbstractEventLoop,
+        to_dict: bool = False,
+    ) -> None:
+        self.name = name
+        self.api = api
+        self.list_fn = list_fn
+        self.args = args
+        self.deliver = deliver
+        self.loop = loop
+        self.to_dict = to_dict
+        self._stop = threading.Event()
+        self._watch: k8s_watch.Watch | None = None
+        self._limited = RateLimited(LOG)
+        self.synced = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"watch-{name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.stop()  # type: ignore[no-untyped-call]
+
+    def _as_dict(self, obj: Any) -> Any:
+        return self.api.sanitize_for_serialization(obj) if self.to_dict else obj  # type: ignore[no-untyped-call]
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                listed = self.list_fn(*self.args)
+                doc = self._as_dict(listed)
+                rv = doc["metadata"]["resourceVersion"]
+                self.loop.call_soon_threadsafe(self.deliver, "SYNC", doc["items"])
+                self.synced.set()
+                backoff = 0.5
+                while not self._stop.is_set():
+                    self._watch = k8s_watch.Watch()  # type: ignore[no-untyped-call]
+                    stream = self._watch.stream(  # type: ignore[no-untyped-call]
+                        self.list_fn,
+                        *self.args,
+                        resource_version=rv,
+                        timeout_seconds=300,
+                        allow_watch_bookmarks=True,
+                    )
+                    for ev in stream:
+                        obj = self._as_dict(ev["object"])
+                        if ev["type"] == "ERROR":
+                            raise k8s.ApiException(
+                                status=int(obj.get("code", 500)), reason=obj.get("message")
+                            )
+                        rv = obj["metadata"]["resourceVersion"]
+                        if ev["type"] != "BOOKMARK":
+                            self.loop.call_soon_threadsafe(self.deliver, ev["type"], obj)
+                        if self._stop.is_set():
+                            return
+            except k8s.ApiException as e:
+                if e.status == 410:
+                    LOG.info("watch history expired; relisting", extra=kv(watch=self.name))
+                    continue
+                if e.status == 404:
+                    self.loop.call_soon_threadsafe(self.deliver, "GONE", None)
+                    return  # the kind is not served (a CRD deleted); discovery restarts us
+                self._limited.warning("watch-failed", f"watch failed ({e.status}: {e.reason}); retrying",
+                                      watch=self.name)  # fmt: skip
+            except Exception as e:  # the API server went away, a TLS error, ...
+                if self._stop.is_set():
+                    return
+                self._limited.warning("watch-failed", f"watch failed ({type(e).__name__}: {e}); retrying",
+                                      watch=self.name)  # fmt: skip
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, 30.0)

@@ -1,0 +1,110 @@
+"""The MQTT receiver: routerd's retained state for every router, handed to the controller.
+
+Subscribes to ``<base>/+/+/state`` (a retained message gives the state of
+every router at once on connect). Each payload is decoded with routerd's wire
+model; garbage is logged (rate-limited) and counted, never applied. The topic
+must agree with the payload's router and interface, so a client allowed to
+publish on one router's topic cannot speak for another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from clusterd.config import MQTTSection
+from clusterd.core.status import Report
+from clusterd.metrics import Metrics
+from routerd.adapters.mqtt import make_client
+from routerd.core.wire import WireError, decode
+from routerd.logs import RateLimited, kv
+
+LOG = logging.getLogger("clusterd.mqtt")
+
+
+def _code(rc: Any) -> int:
+    return int(getattr(rc, "value", rc))
+
+
+class MQTTReceiver:
+    def __init__(
+        self,
+        cfg: MQTTSection,
+        client_id: str,
+        password: str | None,
+        submit: Callable[[Report], object],
+        metrics: Metrics,
+    ) -> None:
+        self.cfg = cfg
+        self.topic = f"{cfg.base_topic.rstrip('/')}/+/+/state"
+        self._submit = submit
+        self.metrics = metrics
+        self._limited = RateLimited(LOG)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.connected = threading.Event()
+        self.client = make_client(
+            client_id, v5=False, username=cfg.username, password=password, tls=cfg.tls,
+            ca_file=str(cfg.ca_file) if cfg.ca_file else None,
+        )  # fmt: skip
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_connect_fail = self._on_connect_fail
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        LOG.info("subscribing to routerd's state", extra=kv(host=self.cfg.host, topic=self.topic))
+        self.client.connect_async(self.cfg.host, self.cfg.effective_port, keepalive=self.cfg.keepalive)
+        self.client.loop_start()
+
+    async def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, *rest: Any) -> None:
+        if _code(rc) != 0:
+            LOG.error("MQTT broker refused clusterd: check credentials and the ACL", extra=kv(code=_code(rc)))
+            return
+        client.subscribe(self.topic, qos=1)
+        self.connected.set()
+        LOG.info("connected to MQTT broker", extra=kv(host=self.cfg.host))
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._limited.warning(
+            "mqtt-unreachable", "cannot reach the MQTT broker; retrying", host=self.cfg.host
+        )
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, *args: Any) -> None:
+        if self.connected.is_set():
+            LOG.warning("lost the MQTT broker; reconnecting", extra=kv(host=self.cfg.host))
+        self.connected.clear()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        received = datetime.now(UTC).replace(tzinfo=None)
+        parts = msg.topic.split("/")
+        if not msg.payload:
+            return  # an emptied retained message: the state was deleted, nothing to apply
+        try:
+            state = decode(bytes(msg.payload))
+        except WireError as e:
+            self.metrics.messages.labels("mqtt", "invalid").inc()
+            self._limited.warning("bad-message", f"ignored an MQTT message: {e}", topic=msg.topic)
+            return
+        if parts[-3:-1] != [state.router, state.interface]:
+            self.metrics.messages.labels("mqtt", "topic-mismatch").inc()
+            self._limited.warning(
+                "topic-mismatch",
+                f"ignored a message for {state.router}/{state.interface} published on {msg.topic}",
+                topic=msg.topic,
+            )
+            return
+        self.metrics.messages.labels("mqtt", "received").inc()
+        report = Report(kind="routerd", transport="mqtt", state=state, received_at=received)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._submit, report)

@@ -1,0 +1,145 @@
+"""clusterd's configuration: a YAML file (the Helm chart renders it), validated by pydantic.
+
+Errors name the key and what to do. Secrets are read from files (mounted
+Secrets) or environment variables, never from the file itself, and are never
+logged. The reference is generated into docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from routerd.config import ConfigError, describe, read_secret
+
+__all__ = ["Config", "ConfigError", "load", "read_secret"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class MQTTSection(_Section):
+    """Subscribe to routerd's retained state."""
+
+    host: str = Field(min_length=1, description="Broker host name or address.")
+    port: int | None = Field(None, ge=1, le=65535, description="Default 8883 with TLS, 1883 without.")
+    tls: bool = Field(True, description="Use TLS and verify the broker's certificate.")
+    ca_file: Path | None = Field(
+        None, alias="caFile", description="CA bundle for the broker (default: system)."
+    )
+    username: str | None = Field(None, description="MQTT user name.")
+    password_file: Path | None = Field(
+        None, alias="passwordFile", description="File holding the MQTT password."
+    )
+    password_env: str | None = Field(
+        None, alias="passwordEnv", description="Variable holding the MQTT password."
+    )
+    base_topic: str = Field(
+        "dynamic-prefix", alias="baseTopic", pattern=r"^[^#+]+$", description="Topic base."
+    )
+    client_id: str | None = Field(None, alias="clientId", description="Default: clusterd-<pod name>.")
+    keepalive: int = Field(30, ge=5, le=3600, description="Seconds.")
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (8883 if self.tls else 1883)
+
+
+class WebhookSection(_Section):
+    """Receive routerd's signed POSTs."""
+
+    listen: str = Field("0.0.0.0:8443", description="host:port to listen on.")
+    path: str = Field("/v1/prefix-state", pattern=r"^/", description="URL path routerd posts to.")
+    cert_file: Path | None = Field(None, alias="certFile", description="TLS certificate (unset: plain HTTP).")
+    key_file: Path | None = Field(None, alias="keyFile", description="TLS key.")
+    secret_files: list[Path] = Field(
+        [],
+        alias="secretFiles",
+        description="Files each holding an accepted HMAC secret (two during rotation).",
+    )
+    secret_env: str | None = Field(None, alias="secretEnv", description="Variable holding the HMAC secret.")
+    timestamp_window: int = Field(
+        300, alias="timestampWindow", ge=10, le=3600, description="Seconds of clock skew."
+    )
+    max_body_bytes: int = Field(
+        65536, alias="maxBodyBytes", ge=1024, le=1 << 20, description="Larger bodies get 413."
+    )
+
+    @model_validator(mode="after")
+    def _secret(self) -> WebhookSection:
+        if not self.secret_files and not self.secret_env:
+            raise ValueError("set secretFiles or secretEnv: the webhook refuses unsigned requests")
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("set both certFile and keyFile, or neither")
+        return self
+
+
+class LeaderElectionSection(_Section):
+    """Run several replicas; only the one holding the Lease writes."""
+
+    enabled: bool = Field(False, description="Elect a leader (needed with more than one replica).")
+    lease_name: str = Field("dynamic-prefix-clusterd", alias="leaseName", description="Lease object name.")
+    lease_duration: float = Field(15.0, alias="leaseDuration", gt=1, description="Seconds a Lease is valid.")
+    retry_period: float = Field(2.0, alias="retryPeriod", gt=0, description="Seconds between renewals.")
+
+
+class Config(_Section):
+    """The whole file."""
+
+    kubeconfig: Path | None = Field(
+        None, description="Default: in-cluster service account, else ~/.kube/config."
+    )
+    namespace: str = Field(
+        default_factory=lambda: os.environ.get("POD_NAMESPACE", "dynamic-prefix"),
+        description="Namespace for the Lease and Events (default: $POD_NAMESPACE).",
+    )
+    identity: str = Field(
+        default_factory=lambda: os.environ.get("POD_NAME") or os.uname().nodename,
+        description="This replica's name in the Lease (default: $POD_NAME).",
+    )
+    health_listen: str = Field(
+        "0.0.0.0:8080", alias="healthListen", description="/healthz, /readyz, /metrics."
+    )
+    mqtt: MQTTSection | None = None
+    webhook: WebhookSection | None = None
+    ra_fallback: bool = Field(
+        False,
+        alias="raFallback",
+        description="Listen for RAs for DynamicPrefixes that enable it (hostNetwork, NET_RAW).",
+    )
+    allow_ula: bool = Field(False, alias="allowULA", description="Accept unique-local prefixes (fc00::/7).")
+    leader_election: LeaderElectionSection = Field(
+        default_factory=LeaderElectionSection, alias="leaderElection"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", alias="logLevel", description="Log level."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "json", alias="logFormat", description="json: one object per line."
+    )
+
+
+def parse(doc: dict[str, Any], origin: str = "configuration") -> Config:
+    try:
+        return Config.model_validate(doc)
+    except ValidationError as e:
+        raise ConfigError(f"{origin} is invalid:\n{describe(e)}") from None
+
+
+def load(path: Path | None) -> Config:
+    if path is None:
+        return parse({})
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return parse(doc, str(path))

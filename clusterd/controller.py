@@ -1,0 +1,480 @@
+"""The controller: reports and watch events in, status, pool and Service writes out.
+
+Caches follow the watches; every change enqueues the DynamicPrefix it
+concerns, and one worker reconciles keys one at a time, so a DynamicPrefix is
+never planned from two sides at once. A reconcile plans with the pure core,
+writes only what differs (with the resourceVersion it planned from), sends
+Events, and sets a timer for the next moment time alone changes something
+(an old prefix expiring). Failures are retried with backoff and shown in the
+conditions; nothing is swallowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from clusterd import crd
+from clusterd.adapters.kube import Conflict, Gone, Kube, Ref
+from clusterd.config import Config
+from clusterd.core import pools as poolplan
+from clusterd.core.status import Event, Policy, Report, plan, pool_condition
+from clusterd.metrics import Metrics
+from routerd.logs import RateLimited, kv
+
+LOG = logging.getLogger("clusterd")
+COMPONENT = "dynamic-prefix-clusterd"
+CILIUM_CRDS = {f"{k.plural}.cilium.io": k for k in poolplan.KINDS}
+WEBHOOK_WAIT = 10.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass
+class _Pending:
+    """A webhook caller waiting for the DynamicPrefixes its message concerns."""
+
+    names: set[str]
+    future: asyncio.Future[tuple[int, str]]
+    applied: list[str]
+
+
+class Controller:
+    def __init__(self, kube: Kube, cfg: Config, metrics: Metrics, policy: Policy | None = None) -> None:
+        self.kube = kube
+        self.cfg = cfg
+        self.metrics = metrics
+        self.policy = policy or Policy(allow_ula=cfg.allow_ula)
+        self.dps: dict[str, dict[str, Any]] = {}
+        self.pools: dict[tuple[str, str], dict[str, Any]] = {}
+        self.cilium_versions: dict[str, str] = {}
+        """plural -> the served version clusterd uses (v2 when served, else v2alpha1)."""
+        self.reports: dict[tuple[str, str], Report] = {}
+        self.heard: dict[tuple[str, str, str | None], datetime] = {}
+        self.ra_reports: dict[str, Report] = {}
+        self.ra_available = False
+        self.leader = not cfg.leader_election.enabled
+        self.on_ra_interfaces: Callable[[set[str]], None] | None = None
+        self.dp_synced = asyncio.Event()
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queued: set[str] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._failures: dict[str, int] = {}
+        self._pool_problems: dict[tuple[str, str], str] = {}
+        self._waiters: list[_Pending] = []
+        self._limited = RateLimited(LOG)
+        self._pool_watch_restart: Callable[[], None] | None = None
+
+    # -- inputs: watches -------------------------------------------------------------------------
+
+    def on_dp(self, kind: str, obj: Any) -> None:
+        if kind == "SYNC":
+            self.dps = {o["metadata"]["name"]: o for o in obj}
+            self.dp_synced.set()
+            for name in self.dps:
+                self.enqueue(name)
+        elif kind == "DELETED":
+            name = obj["metadata"]["name"]
+            self.dps.pop(name, None)
+            if (t := self._timers.pop(name, None)) is not None:
+                t.cancel()
+        elif kind in ("ADDED", "MODIFIED"):
+            name = obj["metadata"]["name"]
+            old = self.dps.get(name)
+            self.dps[name] = obj
+            # Our own status writes come back as MODIFIED: only spec changes and
+            # other writers' changes need a reconcile.
+            moved = old is None or old["metadata"]["resourceVersion"] != obj["metadata"]["resourceVersion"]
+            if moved and (
+                old is None or old.get("spec") != obj.get("spec") or old.get("status") != obj.get("status")
+            ):
+                self.enqueue(name)
+        self._update_ra_interfaces()
+
+    def on_pool(self, plural: str) -> Callable[[str, Any], None]:
+        def deliver(kind: str, obj: Any) -> None:
+            if kind == "GONE":
+                for key in [k for k in self.pools if k[0] == plural]:
+                    del self.pools[key]
+                return
+            items = obj if kind == "SYNC" else [obj]
+            if kind == "SYNC":
+                for key in [k for k in self.pools if k[0] == plural]:
+                    del self.pools[key]
+            for o in items:
+                key = (plural, o["metadata"]["name"])
+                if kind == "DELETED":
+                    self.pools.pop(key, None)
+                    continue
+                old = self.pools.get(key)
+                self.pools[key] = o
+                if old is not None and old["metadata"]["resourceVersion"] == o["metadata"]["resourceVersion"]:
+                    continue
+                ann = o["metadata"].get("annotations") or {}
+                if poolplan.NAME in ann:
+                    self.enqueue(ann[poolplan.NAME])
+                elif poolplan.MANAGED in ann:
+                    self.enqueue(f"release:{plural}:{o['metadata']['name']}")
+
+        return deliver
+
+    def on_crd(self, kind: str, obj: Any) -> None:
+        """Cilium's CRDs come and go; use v2 where served (Cilium >= 1.18), else v2alpha1."""
+        items = obj if kind == "SYNC" else [obj]
+        changed = False
+        if kind == "SYNC":
+            self.cilium_versions.clear()
+            changed = True
+
+        for o in items:
+            name = o["metadata"]["name"]
+            if name not in CILIUM_CRDS:
+                continue
+            plural = CILIUM_CRDS[name].plural
+            served = [v["name"] for v in o["spec"]["versions"] if v.get("served")]
+            version = "v2" if "v2" in served else ("v2alpha1" if "v2alpha1" in served else None)
+            if kind == "DELETED" or version is None:
+                changed |= self.cilium_versions.pop(plural, None) is not None
+            elif self.cilium_versions.get(plural) != version:
+                self.cilium_versions[plural] = version
+                changed = True
+        if changed:
+            LOG.info("Cilium CRDs", extra=kv(versions=dict(self.cilium_versions) or "none installed"))
+            if self._pool_watch_restart is not None:
+                self._pool_watch_restart()
+            for name in self.dps:
+                self.enqueue(name)
+
+    # -- inputs: prefix reports ---------------------------------------------------------------------
+
+    def _matching(self, report: Report) -> set[str]:
+        out = set()
+        for name, obj in self.dps.items():
+            spec = self._spec(obj)
+            if spec is None:
+                continue
+            a = spec.acquisition
+            r, ra = a.routerd, a.router_advertisement
+            if report.kind == "routerd":
+                stream = (report.state.router, report.state.interface)
+                if r is not None and (r.router, r.interface) == stream and report.transport in r.transports:
+                    out.add(name)
+            elif ra is not None and ra.enabled and ra.interface == report.state.interface:
+                out.add(name)
+        return out
+
+    def submit(self, report: Report) -> str | None:
+        """A report from MQTT or the RA listener; returns why it was dropped, if it was."""
+        if report.kind == "router-advertisement":
+            self.ra_reports[report.state.interface] = report
+        else:
+            s = report.state
+            key = (s.router, s.interface)
+            self.metrics.last_message.labels(s.router, s.interface).set(report.received_at.timestamp())
+            self.heard[(s.router, s.interface, s.boot)] = report.received_at
+            held = self.reports.get(key)
+            if held is not None and held.state.boot == s.boot and held.state.sequence >= s.sequence:
+                self.metrics.messages.labels(report.transport, "stale").inc()
+                return f"sequence {s.sequence} is not newer than {held.state.sequence} already received"
+            self.reports[key] = report
+        for name in self._matching(report):
+            self.enqueue(name)
+        return None
+
+    async def submit_webhook(self, report: Report) -> tuple[int, str]:
+        """A report from the webhook: answer once its DynamicPrefixes are written (or why not)."""
+        if not self.leader:
+            return 503, "this clusterd replica is not the leader; retry (the Service reaches the leader)"
+        dropped = self.submit(report)
+        if dropped is not None:
+            return 409, dropped
+        names = self._matching(report)
+        if not names:
+            s = report.state
+            return 202, f"accepted; no DynamicPrefix takes routerd {s.router}/{s.interface} over the webhook"
+        pending = _Pending(set(names), asyncio.get_running_loop().create_future(), [])
+        self._waiters.append(pending)
+        try:
+            return await asyncio.wait_for(asyncio.shield(pending.future), WEBHOOK_WAIT)
+        except TimeoutError:
+            return 503, "the status could not be written in time (is the API server reachable?); retry"
+        finally:
+            if pending in self._waiters:
+                self._waiters.remove(pending)
+
+    def _resolve(self, name: str, code: int, message: str) -> None:
+        for w in list(self._waiters):
+            if name not in w.names or w.future.done():
+                continue
+            if code >= 300:
+                w.future.set_result((code, f"{name}: {message}"))
+                continue
+            w.names.discard(name)
+            w.applied.append(name)
+            if not w.names:
+                w.future.set_result((200, f"applied to {', '.join(sorted(w.applied))}"))
+
+    # -- leadership ------------------------------------------------------------------------------
+
+    def set_leader(self, leader: bool) -> None:
+        if leader == self.leader:
+            return
+        self.leader = leader
+        self.metrics.leader.set(1 if leader else 0)
+        LOG.info("leadership", extra=kv(leader=leader))
+        if leader:
+            for name in self.dps:
+                self.enqueue(name)
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.dp_synced.is_set():
+            return False, "DynamicPrefix cache not synced yet"
+        if not self.leader:
+            return False, "follower: another replica holds the Lease"
+        return True, "ok"
+
+    # -- the work queue ----------------------------------------------------------------------------
+
+    def enqueue(self, key: str) -> None:
+        if key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
+
+    def _retry_later(self, key: str, error: str) -> None:
+        n = self._failures.get(key, 0) + 1
+        self._failures[key] = n
+        delay = min(0.5 * 2 ** (n - 1), 60.0)
+        self._limited.warning("reconcile-failed", f"{key}: {error}; retrying in {delay:.1f} s", key=key)
+        asyncio.get_running_loop().call_later(delay, self.enqueue, key)
+
+    async def run(self) -> None:
+        while True:
+            key = await self._queue.get()
+            self._queued.discard(key)
+            try:
+                if key.startswith("release:"):
+                    _, plural, name = key.split(":", 2)
+                    await self._release_pool(plural, name)
+                else:
+                    await self.reconcile(key)
+                self._failures.pop(key, None)
+            except Conflict:
+                self.enqueue(key)  # planned from a stale copy: the watch brings the fresh one
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self.metrics.reconcile_errors.labels("dynamicprefix").inc()
+                self._resolve(key, 503, f"could not write: {e}; retry")
+                self._retry_later(key, f"{type(e).__name__}: {e}")
+
+    # -- reconcile -----------------------------------------------------------------------------------
+
+    def _spec(self, obj: dict[str, Any]) -> crd.DynamicPrefixSpec | None:
+        try:
+            return crd.DynamicPrefixSpec.model_validate(obj.get("spec") or {})
+        except ValidationError:
+            return None
+
+    def _reports_for(self, spec: crd.DynamicPrefixSpec) -> list[Report]:
+        out = []
+        r = spec.acquisition.routerd
+        rep = self.reports.get((r.router, r.interface)) if r is not None else None
+        if r is not None and rep is not None and rep.transport in r.transports:
+            out.append(rep)
+        ra = spec.acquisition.router_advertisement
+        if ra is not None and ra.enabled and (rep := self.ra_reports.get(ra.interface)) is not None:
+            out.append(rep)
+        return out
+
+    def _environment_problem(self, spec: crd.DynamicPrefixSpec) -> tuple[str, str] | None:
+        ra = spec.acquisition.router_advertisement
+        if ra is not None and ra.enabled and not self.ra_available:
+            return ("RAListenerUnavailable",
+                    "routerAdvertisement.enabled is set but this clusterd has no RA listener: enable raFallback "
+                    "(hostNetwork and NET_RAW) or use routerd")  # fmt: skip
+        return None
+
+    async def reconcile(self, name: str) -> None:
+        if not self.leader:
+            return
+        obj = self.dps.get(name)
+        if obj is None:
+            await self._orphaned_pools(name)
+            return
+        with self.metrics.reconcile_seconds.time():
+            await self._reconcile(name, obj)
+
+    async def _reconcile(self, name: str, obj: dict[str, Any]) -> None:
+        spec = self._spec(obj)
+        if spec is None:
+            self._limited.warning(
+                "invalid-spec", f"DynamicPrefix {name} does not validate; skipped", name=name
+            )
+            return
+        try:
+            current = crd.DynamicPrefixStatus.model_validate(obj.get("status") or {})
+        except ValidationError:
+            LOG.warning("unreadable status: starting it afresh", extra=kv(name=name))
+            current = crd.DynamicPrefixStatus()
+        now = utcnow()
+        generation = int(obj["metadata"].get("generation", 1))
+        status = current
+        events: list[Event] = []
+        next_check = None
+        rejected = None
+        reports: list[Report | None] = [*self._reports_for(spec)] or [None]
+        for report in reports:
+            src = status.source
+            heard = self.heard.get((src.router or "", src.interface or "", src.boot)) if src else None
+            p = plan(spec, status, report, now, generation, self.policy, source_heard_at=heard,
+                     environment_problem=self._environment_problem(spec))  # fmt: skip
+            status, next_check = p.status, p.next_check
+            events += p.events
+            if report is not None and report.kind == "routerd":
+                rejected = p.rejected
+        if status.current_prefix != current.current_prefix and status.current_prefix is not None:
+            self.metrics.prefix_changes.labels(name).inc()
+        if status != current:
+            obj = await self._write_status(obj, status)
+        await self._events(obj, events)
+        self._schedule(name, next_check)
+        ok, reason, message = await self._sync_pools(name, spec, status)
+        with_pools = pool_condition(status, now, generation, ok, reason, message)
+        if with_pools != status:
+            obj = await self._write_status(obj, with_pools)
+        if rejected is not None:
+            self._resolve(name, 409, rejected)
+        else:
+            self._resolve(name, 200, "applied")
+
+    async def _write_status(self, obj: dict[str, Any], status: crd.DynamicPrefixStatus) -> dict[str, Any]:
+        try:
+            got = await asyncio.to_thread(self.kube.replace_status, obj, status.dump())
+        except Gone:
+            return obj
+        self.metrics.api_writes.inc()
+        self.dps[obj["metadata"]["name"]] = got
+        return got
+
+    async def _events(self, obj: dict[str, Any], events: list[Event]) -> None:
+        ref = Ref.of(obj)
+        for e in events:
+            LOG.info(e.message, extra=kv(dynamicprefix=ref.name, reason=e.reason))
+            try:
+                await asyncio.to_thread(self.kube.event, ref, e.type, e.reason, e.message, COMPONENT)
+            except Exception as err:  # an Event is worth a log line, not a failed reconcile
+                self._limited.warning("event-failed", f"could not record Event {e.reason}: {err}")
+
+    def _schedule(self, name: str, when: datetime | None) -> None:
+        if (t := self._timers.pop(name, None)) is not None:
+            t.cancel()
+        if when is None:
+            return
+        delay = max(0.0, (when - utcnow()).total_seconds()) + 0.5
+        self._timers[name] = asyncio.get_running_loop().call_later(delay, self.enqueue, name)
+
+    # -- pools -------------------------------------------------------------------------------------------
+
+    def _pools_of(self, name: str) -> list[tuple[str, str, dict[str, Any]]]:
+        out = []
+        for (plural, pname), pobj in sorted(self.pools.items()):
+            if (pobj["metadata"].get("annotations") or {}).get(poolplan.NAME) == name:
+                out.append((plural, pname, pobj))
+        return out
+
+    async def _sync_pools(
+        self, name: str, spec: crd.DynamicPrefixSpec, status: crd.DynamicPrefixStatus
+    ) -> tuple[bool, str, str]:
+        if not self.cilium_versions:
+            return False, "CiliumCRDsMissing", "no CiliumLoadBalancerIPPool or CiliumCIDRGroup CRD is served"
+        problems = []
+        synced = 0
+        for plural, pname, pobj in self._pools_of(name):
+            kind = next(k for k in poolplan.KINDS if k.plural == plural)
+            ann = pobj["metadata"].get("annotations") or {}
+            want, problem = poolplan.desired(kind, ann, spec, status)
+            if problem is not None:
+                problems.append(f"{kind.kind} {pname}: {problem}")
+                await self._pool_problem(plural, pobj, problem)
+                continue
+            self._pool_problems.pop((plural, pname), None)
+            current = list((pobj.get("spec") or {}).get(kind.field) or [])
+            await self._apply(plural, kind, pobj, poolplan.plan(current, ann, want))
+            synced += 1
+        if problems:
+            return False, "PoolProblems", "; ".join(problems)
+        return True, "Synced", f"{synced} pool(s) and CIDR group(s) in step"
+
+    async def _apply(
+        self, plural: str, kind: poolplan.PoolKind, pobj: dict[str, Any], p: poolplan.PoolPlan
+    ) -> None:
+        pname = pobj["metadata"]["name"]
+        if not p.writes:
+            self.metrics.pool_syncs.labels(kind.kind, pname, "unchanged").inc()
+            return
+        version = self.cilium_versions[plural]
+        for w in p.writes:
+            try:
+                pobj = await asyncio.to_thread(
+                    self.kube.patch_list, version, plural, pobj, kind.field, w.entries,
+                    {poolplan.MANAGED: poolplan.managed_annotation(w.managed)},
+                )  # fmt: skip
+            except Exception:
+                self.metrics.pool_syncs.labels(kind.kind, pname, "failed").inc()
+                raise
+            self.metrics.api_writes.inc()
+            self.pools[(plural, pname)] = pobj
+        self.metrics.pool_syncs.labels(kind.kind, pname, "written").inc()
+        LOG.info("pool synced", extra=kv(kind=kind.kind, pool=pname, entries=len(p.writes[-1].entries)))
+
+    async def _pool_problem(self, plural: str, pobj: dict[str, Any], problem: str) -> None:
+        key = (plural, pobj["metadata"]["name"])
+        if self._pool_problems.get(key) == problem:
+            return
+        self._pool_problems[key] = problem
+        LOG.warning(f"{pobj['kind']} {key[1]}: {problem}")
+        try:
+            await asyncio.to_thread(self.kube.event, Ref.of(pobj), "Warning", "NotSynced", problem, COMPONENT)
+        except Exception as err:
+            self._limited.warning("event-failed", f"could not record an Event: {err}")
+
+    async def _orphaned_pools(self, name: str) -> None:
+        for plural, _pname, pobj in self._pools_of(name):
+            await self._pool_problem(
+                plural, pobj, f"DynamicPrefix {name!r} does not exist; the pool is left as it is"
+            )
+
+    async def _release_pool(self, plural: str, pname: str) -> None:
+        """The pool's dynamic-prefix.io/name annotation is gone: take back only our entries."""
+        if not self.leader or plural not in self.cilium_versions:
+            return
+        pobj = self.pools.get((plural, pname))
+        if pobj is None:
+            return
+        ann = pobj["metadata"].get("annotations") or {}
+        if poolplan.NAME in ann:
+            return
+        kind = next(k for k in poolplan.KINDS if k.plural == plural)
+        current = list((pobj.get("spec") or {}).get(kind.field) or [])
+        await self._apply(plural, kind, pobj, poolplan.plan(current, ann, None))
+
+    # -- RA fallback interfaces ---------------------------------------------------------------------------
+
+    def _update_ra_interfaces(self) -> None:
+        if self.on_ra_interfaces is None:
+            return
+        wanted = set()
+        for obj in self.dps.values():
+            spec = self._spec(obj)
+            ra = spec.acquisition.router_advertisement if spec else None
+            if ra is not None and ra.enabled:
+                wanted.add(ra.interface)
+        self.on_ra_interfaces(wanted)

@@ -1,0 +1,158 @@
+"""The pool planner: what a CiliumLoadBalancerIPPool or CiliumCIDRGroup should hold.
+
+Pure. A pool opts in with annotations::
+
+    dynamic-prefix.io/name: home-ipv6              # the DynamicPrefix
+    dynamic-prefix.io/address-range: loadbalancers # or dynamic-prefix.io/subnet: <name>
+                                                   # (neither: the whole prefix)
+
+clusterd owns only the entries it wrote, recorded in the annotation
+``dynamic-prefix.io/managed`` (a JSON list). Everything else in the list (IPv4
+blocks, static entries, a block a user edited by hand) is the user's and is
+never touched. Blocks exist for the current prefix and every draining one, so
+Services keep their old addresses until the old prefix expires. A change that
+both adds and removes entries is written in two steps, adding first: shrinking
+a pool first could make Cilium move Services off addresses that still work.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import IPv6Network
+from typing import Any, Literal
+
+from clusterd.core.status import placed_ranges, placed_subnets
+from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
+
+NAME = "dynamic-prefix.io/name"
+RANGE = "dynamic-prefix.io/address-range"
+SUBNET = "dynamic-prefix.io/subnet"
+MANAGED = "dynamic-prefix.io/managed"
+
+Entry = Any  # a block dict ({"cidr"} or {"start", "stop"}) or a CIDR string
+
+
+@dataclass(frozen=True)
+class PoolKind:
+    """One kind of object whose list clusterd keeps in step."""
+
+    kind: str
+    plural: str
+    field: str
+    style: Literal["blocks", "cidrs"]
+
+
+LB_POOL = PoolKind("CiliumLoadBalancerIPPool", "ciliumloadbalancerippools", "blocks", "blocks")
+CIDR_GROUP = PoolKind("CiliumCIDRGroup", "ciliumcidrgroups", "externalCIDRs", "cidrs")
+KINDS = (LB_POOL, CIDR_GROUP)
+
+
+@dataclass(frozen=True)
+class Write:
+    """One write to a pool: the full list and the ownership record (None removes it)."""
+
+    entries: list[Entry]
+    managed: list[Entry] | None
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    writes: tuple[Write, ...]
+    problem: str | None = None
+    """Why the pool cannot be synced (a missing DynamicPrefix or range); nothing is written then."""
+
+
+def prefixes_in_use(status: DynamicPrefixStatus) -> list[IPv6Network]:
+    """The current prefix first, then the draining ones: what pools must still hold."""
+    out = []
+    for h in status.history:
+        if h.state in ("active", "draining"):
+            out.append(IPv6Network(h.prefix))
+    return out
+
+
+def desired(
+    kind: PoolKind,
+    annotations: Mapping[str, str],
+    spec: DynamicPrefixSpec,
+    status: DynamicPrefixStatus,
+) -> tuple[list[Entry], str | None]:
+    """The entries clusterd should own in this pool, or a problem."""
+    range_name, subnet_name = annotations.get(RANGE), annotations.get(SUBNET)
+    if range_name and subnet_name:
+        return [], f"set {RANGE} or {SUBNET}, not both"
+    if range_name and range_name not in {r.name for r in spec.address_ranges}:
+        return [], f"address range {range_name!r} is not in the DynamicPrefix (has: {_names(spec)})"
+    if subnet_name and subnet_name not in {s.name for s in spec.subnets}:
+        return [], f"subnet {subnet_name!r} is not in the DynamicPrefix"
+    out: list[Entry] = []
+    for prefix in prefixes_in_use(status):
+        cidrs: list[IPv6Network] = []
+        if range_name:
+            placed, _errors = placed_ranges(spec, prefix)
+            r = placed.get(range_name)
+            if r is None:
+                continue  # does not fit this prefix; the DynamicPrefix's Degraded condition says why
+            if kind.style == "blocks":
+                out.append({"start": str(r.start), "stop": str(r.end)})
+                continue
+            cidrs = list(r.cidrs)
+        elif subnet_name:
+            subnets, _errors = placed_subnets(spec, prefix)
+            if subnet_name not in subnets:
+                continue
+            cidrs = [subnets[subnet_name]]
+        else:
+            cidrs = [prefix]
+        out += [{"cidr": str(c)} if kind.style == "blocks" else str(c) for c in cidrs]
+    return _unique(out), None
+
+
+def _names(spec: DynamicPrefixSpec) -> str:
+    return ", ".join(r.name for r in spec.address_ranges) or "none"
+
+
+def _unique(entries: list[Entry]) -> list[Entry]:
+    out: list[Entry] = []
+    for e in entries:
+        if e not in out:
+            out.append(e)
+    return out
+
+
+def owned(annotations: Mapping[str, str]) -> list[Entry]:
+    """The ownership record; an unreadable one counts as empty (we then own nothing)."""
+    raw = annotations.get(MANAGED)
+    if not raw:
+        return []
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return []
+    return value if isinstance(value, list) else []
+
+
+def plan(current: list[Entry], annotations: Mapping[str, str], want: list[Entry] | None) -> PoolPlan:
+    """The writes that take ``current`` to the user's entries plus ``want`` (None: release the pool)."""
+    mine = owned(annotations)
+    user = [e for e in current if e not in mine]
+    target = [] if want is None else want
+    final = user + [e for e in target if e not in user]
+    final_managed: list[Entry] | None = None if want is None else [e for e in target if e not in user]
+    unchanged_record = (MANAGED not in annotations) if final_managed is None else (mine == final_managed)
+    if final == current and unchanged_record:
+        return PoolPlan(())
+    added = [e for e in final if e not in current]
+    removed = [e for e in current if e not in final]
+    writes: list[Write] = []
+    if added and removed:
+        union = current + added
+        writes.append(Write(union, _unique(mine + [e for e in added if e not in user])))
+    writes.append(Write(final, final_managed))
+    return PoolPlan(tuple(writes))
+
+
+def managed_annotation(record: list[Entry] | None) -> str | None:
+    return None if record is None else json.dumps(record, separators=(",", ":"), sort_keys=True)

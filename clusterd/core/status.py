@@ -1,0 +1,452 @@
+"""The status planner: (spec, status, report, now) -> the next status and the Events to send.
+
+Pure. A *report* is one prefix-state message (from routerd over MQTT or the
+webhook, or clusterd's own RA listener); the planner decides whether it may
+be applied (sequence order, fallback rules), which prefix becomes current,
+how the history moves (active -> draining -> expired -> pruned) and what the
+conditions say. Everything that must survive a restart lives in the status it
+returns; nothing here keeps memory between calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from ipaddress import IPv6Address, IPv6Network
+from typing import Literal
+
+from clusterd.core import ranges
+from clusterd.crd import (
+    Condition,
+    DynamicPrefixSpec,
+    DynamicPrefixStatus,
+    HistoryEntry,
+    RangeStatus,
+    SourceStatus,
+    SubnetStatus,
+)
+from routerd.core.wire import PrefixState, PrefixStatus
+
+GLOBAL_UNICAST = IPv6Network("2000::/3")
+UNIQUE_LOCAL = IPv6Network("fc00::/7")
+
+PREFIX_ACQUIRED = "PrefixAcquired"
+POOLS_SYNCED = "PoolsSynced"
+DEGRADED = "Degraded"
+SOURCE_ROUTERD = "routerd"
+SOURCE_RA = "router-advertisement"
+
+
+def rfc3339(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(s: str | None) -> datetime | None:
+    if s is None:
+        return None
+    return datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class Report:
+    """One prefix state as received, with how and when."""
+
+    kind: Literal["routerd", "router-advertisement"]
+    transport: Literal["mqtt", "webhook", "raw-socket"]
+    state: PrefixState
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Knobs of the planner (clusterd's configuration sets them)."""
+
+    allow_ula: bool = False
+    boot_grace: timedelta = timedelta(minutes=15)
+    """A new routerd boot whose sequence went backwards is accepted once the old boot
+    has been silent this long (its state file was lost; it is not a replay)."""
+    default_fallback_after: timedelta = timedelta(minutes=15)
+    """With both routerd and RA sources: RAs apply once routerd has been silent this long."""
+
+
+@dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    status: DynamicPrefixStatus
+    events: tuple[Event, ...] = ()
+    next_check: datetime | None = None
+    rejected: str | None = None
+    """Why the report was not applied (None when it was, or when there was none)."""
+
+
+@dataclass
+class _Conditions:
+    now: datetime
+    generation: int
+    old: dict[str, Condition]
+    new: dict[str, Condition] = field(default_factory=dict)
+
+    def set(self, type_: str, status: Literal["True", "False", "Unknown"], reason: str, message: str) -> None:
+        prev = self.old.get(type_)
+        changed = prev is None or prev.status != status
+        self.new[type_] = Condition(
+            type=type_,
+            status=status,
+            reason=reason,
+            message=message,
+            last_transition_time=rfc3339(self.now) if changed or prev is None else prev.last_transition_time,
+            observed_generation=self.generation,
+        )
+
+    def keep(self, type_: str) -> None:
+        if type_ in self.old:
+            self.new[type_] = self.old[type_]
+
+    def ordered(self) -> list[Condition]:
+        order = [PREFIX_ACQUIRED, POOLS_SYNCED, "ServicesSynced", DEGRADED]
+        return sorted(
+            self.new.values(), key=lambda c: (order.index(c.type) if c.type in order else 99, c.type)
+        )
+
+
+def usable(prefix: IPv6Network, allow_ula: bool) -> bool:
+    return prefix.subnet_of(GLOBAL_UNICAST) or (allow_ula and prefix.subnet_of(UNIQUE_LOCAL))
+
+
+def _accept(
+    spec: DynamicPrefixSpec,
+    status: DynamicPrefixStatus,
+    report: Report,
+    now: datetime,
+    policy: Policy,
+    source_heard_at: datetime | None,
+) -> tuple[str | None, tuple[Event, ...]]:
+    """None if the report may be applied, else the reason it may not."""
+    src = status.source
+    msg = report.state
+    last = source_heard_at or (parse_time(src.received_at) if src is not None else None)
+    if report.kind == SOURCE_RA:
+        if spec.acquisition.routerd is not None and src is not None and src.kind == SOURCE_ROUTERD:
+            ra = spec.acquisition.router_advertisement
+            window = (
+                timedelta(seconds=ra.fallback_after_seconds)
+                if ra is not None and ra.fallback_after_seconds is not None
+                else policy.default_fallback_after
+            )
+            if last is not None and now - last < window:
+                return f"routerd reported {int((now - last).total_seconds())} s ago; RAs are the fallback", ()
+        return None, ()
+    if (
+        src is None
+        or src.kind != SOURCE_ROUTERD
+        or (src.router, src.interface) != (msg.router, msg.interface)
+    ):
+        return None, ()
+    if src.sequence is None or msg.sequence > src.sequence:
+        return None, ()
+    if msg.boot != src.boot:
+        if last is not None and now - last >= policy.boot_grace:
+            return None, (
+                Event(
+                    "Warning",
+                    "SequenceReset",
+                    f"routerd {msg.router} restarted with sequence {msg.sequence} below {src.sequence} "
+                    "(its state directory was lost?); accepted because the previous run went silent",
+                ),
+            )
+        return (
+            f"sequence {msg.sequence} from a new routerd run is below {src.sequence}; ignored until the old run "
+            f"has been silent for {int(policy.boot_grace.total_seconds())} s (replay protection)"
+        ), ()
+    return f"sequence {msg.sequence} is not newer than {src.sequence} (duplicate or out of order)", ()
+
+
+def _pick(spec: DynamicPrefixSpec, msg: PrefixState, policy: Policy) -> IPv6Network | None:
+    want = spec.acquisition.routerd.prefix_length if spec.acquisition.routerd else None
+    for p in msg.prefixes:
+        if p.state is not PrefixStatus.PREFERRED or not usable(p.prefix, policy.allow_ula):
+            continue
+        if want is not None and p.prefix.prefixlen != want:
+            continue
+        return p.prefix
+    return None
+
+
+def _valid_until(received: datetime, lifetime: int | None) -> datetime | None:
+    return None if lifetime is None else received + timedelta(seconds=lifetime)
+
+
+def _refresh(stored: str | None, new: datetime | None, now: datetime) -> str | None:
+    """Keep the stored validUntil unless the new one is shorter or much longer.
+
+    A router refreshes lifetimes on every RA; writing each refresh would make
+    every heartbeat an API write. Shortening always counts (draining depends
+    on it); lengthening counts past max(5 min, a quarter of the lifetime).
+    """
+    if new is None:
+        return None
+    old = parse_time(stored)
+    if old is None and stored is None:
+        return rfc3339(new)
+    assert old is not None
+    slack = max(timedelta(minutes=5), (new - now) / 4)
+    if new < old - timedelta(seconds=5) or new > old + slack:
+        return rfc3339(new)
+    return stored
+
+
+def placed_ranges(
+    spec: DynamicPrefixSpec, prefix: IPv6Network
+) -> tuple[dict[str, ranges.PlacedRange], list[str]]:
+    """Each address range placed in ``prefix``, and errors for those that do not fit."""
+    out: dict[str, ranges.PlacedRange] = {}
+    errors = []
+    for r in spec.address_ranges:
+        try:
+            out[r.name] = ranges.place_range(prefix, IPv6Address(r.start), IPv6Address(r.end))
+        except ranges.RangeError as e:
+            errors.append(f"range {r.name}: {e}")
+    return out, errors
+
+
+def placed_subnets(spec: DynamicPrefixSpec, prefix: IPv6Network) -> tuple[dict[str, IPv6Network], list[str]]:
+    out: dict[str, IPv6Network] = {}
+    errors = []
+    for s in spec.subnets:
+        try:
+            out[s.name] = ranges.place_subnet(prefix, s.offset, s.prefix_length)
+        except ranges.RangeError as e:
+            errors.append(f"subnet {s.name}: {e}")
+    return out, errors
+
+
+def plan(
+    spec: DynamicPrefixSpec,
+    status: DynamicPrefixStatus,
+    report: Report | None,
+    now: datetime,
+    generation: int,
+    policy: Policy | None = None,
+    source_heard_at: datetime | None = None,
+    environment_problem: tuple[str, str] | None = None,
+) -> Plan:
+    """The next status. ``now`` and times are naive UTC.
+
+    ``source_heard_at`` is when the source recorded in the status was last
+    heard from (the controller remembers it; heartbeats do not write the
+    status). Without it the status's own ``receivedAt`` stands in.
+    ``environment_problem`` is (reason, message) for something outside the
+    object that keeps it from working (the RA listener is off); it sets Degraded.
+    """
+    policy = policy or Policy()
+    events: list[Event] = []
+    conds = _Conditions(now, generation, {c.type: c for c in status.conditions})
+    rejected: str | None = None
+    current = status.prefix
+    source = status.source
+    prefix_source = status.prefix_source
+    history = {h.prefix: h for h in status.history}
+    report_lifetimes: dict[str, datetime | None] = {}
+
+    if report is not None:
+        rejected, accept_events = _accept(spec, status, report, now, policy, source_heard_at)
+        events += accept_events
+    if report is not None and rejected is None:
+        msg = report.state
+        for p in msg.prefixes:
+            report_lifetimes[str(p.prefix)] = _valid_until(report.received_at, p.valid_lifetime)
+        chosen = _pick(spec, msg, policy)
+        new_source = SourceStatus(
+            kind=report.kind,
+            router=msg.router if report.kind == SOURCE_ROUTERD else None,
+            interface=msg.interface,
+            transport=report.transport,
+            boot=msg.boot if report.kind == SOURCE_ROUTERD else None,
+            sequence=msg.sequence if report.kind == SOURCE_ROUTERD else None,
+            received_at=rfc3339(report.received_at),
+        )
+        if chosen != current:
+            origin = f"{msg.router}/{msg.interface}" if report.kind == SOURCE_ROUTERD else msg.interface
+            if chosen is not None and current is None and not history:
+                events.append(Event("Normal", "PrefixAcquired", f"{chosen} from {report.kind} {origin}"))
+            elif chosen is not None and current is not None:
+                events.append(
+                    Event("Normal", "PrefixChanged", f"{current} -> {chosen} from {report.kind} {origin}")
+                )
+            elif chosen is not None:
+                events.append(Event("Normal", "PrefixAcquired", f"{chosen} from {report.kind} {origin}"))
+            else:
+                events.append(
+                    Event(
+                        "Warning",
+                        "PrefixLost",
+                        f"{report.kind} {origin} lists no usable preferred prefix; {current} drains",
+                    )
+                )
+            if current is not None:
+                old = history.get(str(current))
+                if old is not None:
+                    history[str(current)] = old.model_copy(
+                        update={"deprecated_at": old.deprecated_at or rfc3339(now), "state": "draining"}
+                    )
+            if chosen is not None:
+                history[str(chosen)] = HistoryEntry(
+                    prefix=str(chosen),
+                    acquired_at=rfc3339(now),
+                    deprecated_at=None,
+                    valid_until=None,
+                    state="active",
+                )
+                history[str(chosen)] = history[str(chosen)].model_copy(
+                    update={"valid_until": rfc3339(v) if (v := report_lifetimes.get(str(chosen))) else None}
+                )
+            current = chosen
+            prefix_source = report.kind if chosen is not None else prefix_source
+            source = new_source
+        elif source is None or source.kind != new_source.kind or source.boot != new_source.boot:
+            source = new_source  # a new boot or a new kind of source must be remembered
+        else:
+            # Same prefix: record the sequence only if something else changes too
+            # (no API write for a heartbeat); order is kept by the last change.
+            source = source if _only_heartbeat(history, report_lifetimes, now) else new_source
+        for name, until in report_lifetimes.items():
+            entry = history.get(name)
+            if entry is not None:
+                history[name] = entry.model_copy(
+                    update={"valid_until": _refresh(entry.valid_until, until, now)}
+                )
+
+    # -- history: active, draining, expired, pruned ------------------------------------------
+    entries: list[HistoryEntry] = []
+    for h in history.values():
+        if current is not None and h.prefix == str(current):
+            entries.append(h.model_copy(update={"state": "active", "deprecated_at": None}))
+            continue
+        until = parse_time(h.valid_until)
+        state: Literal["draining", "expired"] = "draining" if until is None or until > now else "expired"
+        if h.state != "expired" and state == "expired":
+            events.append(
+                Event("Normal", "PrefixExpired", f"{h.prefix}: valid lifetime ended; pools drop it")
+            )
+        entries.append(
+            h.model_copy(update={"state": state, "deprecated_at": h.deprecated_at or rfc3339(now)})
+        )
+    active = [h for h in entries if h.state == "active"]
+    previous = sorted((h for h in entries if h.state != "active"),
+                      key=lambda h: (h.deprecated_at or "", h.prefix), reverse=True)  # fmt: skip
+    for dropped in previous[spec.transition.max_prefix_history :]:
+        if dropped.state == "draining":
+            events.append(Event("Normal", "PrefixPruned",
+                                f"{dropped.prefix}: more than maxPrefixHistory={spec.transition.max_prefix_history} "
+                                "previous prefixes; pools drop it"))  # fmt: skip
+    new_history = active + previous[: spec.transition.max_prefix_history]
+
+    # -- what the current prefix yields -----------------------------------------------------
+    problems: list[str] = []
+    range_status: list[RangeStatus] = []
+    subnet_status: list[SubnetStatus] = []
+    if current is not None:
+        placed, errs = placed_ranges(spec, current)
+        problems += errs
+        range_status = [
+            RangeStatus(name=n, start=str(r.start), end=str(r.end), cidrs=[str(c) for c in r.cidrs])
+            for n, r in placed.items()
+        ]
+        subnets, errs = placed_subnets(spec, current)
+        problems += errs
+        subnet_status = [SubnetStatus(name=n, cidr=str(c)) for n, c in subnets.items()]
+    lease = next((h.valid_until for h in active), None)
+
+    # -- conditions ------------------------------------------------------------------------------
+    if current is not None:
+        how = (
+            f"{source.router}/{source.interface}"
+            if source and source.router
+            else (source.interface if source else "")
+        )
+        conds.set(PREFIX_ACQUIRED, "True", "Acquired", f"{current} from {prefix_source} {how}".strip())
+    elif history:
+        conds.set(PREFIX_ACQUIRED, "False", "NoPreferredPrefix",
+                  "the source lists no usable preferred prefix; previous prefixes keep draining")  # fmt: skip
+    else:
+        conds.set(PREFIX_ACQUIRED, "False", "WaitingForPrefix", _waiting_message(spec))
+    conds.keep(POOLS_SYNCED)
+    conds.keep("ServicesSynced")
+    only_pd = (
+        spec.acquisition.dhcpv6pd is not None
+        and spec.acquisition.routerd is None
+        and (
+            spec.acquisition.router_advertisement is None or not spec.acquisition.router_advertisement.enabled
+        )
+    )
+    if problems:
+        conds.set(DEGRADED, "True", "RangeOutsidePrefix", "; ".join(problems))
+    elif environment_problem is not None:
+        conds.set(DEGRADED, "True", *environment_problem)
+
+    elif rejected is not None and "new routerd run" in rejected:
+        conds.set(DEGRADED, "True", "SequenceRegressed", rejected)
+    elif only_pd:
+        conds.set(DEGRADED, "True", "DHCPv6PDNotSupported",
+                  "clusterd is not a DHCPv6 client: run routerd on the router with its DHCPv6 hook "
+                  "and add spec.acquisition.routerd")  # fmt: skip
+    else:
+        conds.set(DEGRADED, "False", "AsExpected", "")
+
+    new_status = DynamicPrefixStatus(
+        current_prefix=str(current) if current is not None else None,
+        prefix_source=prefix_source,
+        lease_expires_at=lease,
+        address_ranges=range_status,
+        subnets=subnet_status,
+        history=new_history,
+        source=source,
+        observed_generation=generation,
+        conditions=conds.ordered(),
+    )
+    deadlines = [
+        t for h in new_history if h.state == "draining" and (t := parse_time(h.valid_until)) is not None
+    ]
+    return Plan(
+        status=new_status,
+        events=tuple(events),
+        next_check=min(deadlines) if deadlines else None,
+        rejected=rejected,
+    )
+
+
+def _only_heartbeat(
+    history: dict[str, HistoryEntry], lifetimes: dict[str, datetime | None], now: datetime
+) -> bool:
+    """True when applying this report would change nothing but lifetimes within the slack."""
+    for name, until in lifetimes.items():
+        entry = history.get(name)
+        if entry is not None and _refresh(entry.valid_until, until, now) != entry.valid_until:
+            return False
+    return True
+
+
+def _waiting_message(spec: DynamicPrefixSpec) -> str:
+    a = spec.acquisition
+    if a.routerd is not None:
+        return f"waiting for a message from routerd {a.routerd.router}/{a.routerd.interface}"
+    if a.router_advertisement is not None and a.router_advertisement.enabled:
+        return f"waiting for a Router Advertisement on {a.router_advertisement.interface}"
+    return "no enabled acquisition source"
+
+
+def pool_condition(
+    status: DynamicPrefixStatus, now: datetime, generation: int, ok: bool, reason: str, message: str
+) -> DynamicPrefixStatus:
+    """``status`` with PoolsSynced set (its transition time moves only when its status does)."""
+    conds = _Conditions(now, generation, {c.type: c for c in status.conditions})
+    for c in status.conditions:
+        conds.keep(c.type)
+    conds.set(POOLS_SYNCED, "True" if ok else "False", reason, message)
+    return status.model_copy(update={"conditions": conds.ordered()})

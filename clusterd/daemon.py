@@ -1,0 +1,149 @@
+"""clusterd's main loop: watches, receivers, leader election, health, the controller's worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from kubernetes import client as k8s
+
+from clusterd import crd
+from clusterd.adapters.health import HealthServer
+from clusterd.adapters.kube import CILIUM, Kube, Watcher, api_client
+from clusterd.adapters.leader import LeaderElector
+from clusterd.adapters.webhook import WebhookServer
+from clusterd.config import Config, read_secret
+from clusterd.controller import Controller
+from clusterd.metrics import Metrics
+from routerd.logs import kv
+
+LOG = logging.getLogger("clusterd")
+
+
+class Clusterd:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.metrics = Metrics()
+        self.kube = Kube(api_client(cfg.kubeconfig))
+        self.controller = Controller(self.kube, cfg, self.metrics)
+        self._watchers: list[Watcher] = []
+        self._pool_watchers: list[Watcher] = []
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.webhook: WebhookServer | None = None
+        self.health: HealthServer | None = None
+
+    def _watch(self, name: str, list_fn: object, args: tuple[object, ...], deliver: object,
+               to_dict: bool = False) -> Watcher:  # fmt: skip
+        w = Watcher(name, api_client(self.cfg.kubeconfig), list_fn, args, deliver,  # type: ignore[arg-type]
+                    asyncio.get_running_loop(), to_dict=to_dict)  # fmt: skip
+        w.start()
+        return w
+
+    def _restart_pool_watchers(self) -> None:
+        for w in self._pool_watchers:
+            w.stop()
+        self._pool_watchers = []
+        custom = k8s.CustomObjectsApi(api_client(self.cfg.kubeconfig))
+        for plural, version in sorted(self.controller.cilium_versions.items()):
+            self._pool_watchers.append(
+                self._watch(
+                    f"pools-{plural}",
+                    custom.list_cluster_custom_object,
+                    (CILIUM, version, plural),
+                    self.controller.on_pool(plural),
+                )
+            )
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        ctl = self.controller
+        ctl._pool_watch_restart = self._restart_pool_watchers
+        custom = k8s.CustomObjectsApi(api_client(self.cfg.kubeconfig))
+        ext = k8s.ApiextensionsV1Api(api_client(self.cfg.kubeconfig))
+        self._watchers.append(
+            self._watch("crds", ext.list_custom_resource_definition, (), ctl.on_crd, to_dict=True)
+        )
+        self._watchers.append(self._watch("dynamicprefixes", custom.list_cluster_custom_object,
+                                          (crd.GROUP, crd.VERSION, crd.PLURAL), ctl.on_dp))  # fmt: skip
+        self._tasks.append(asyncio.create_task(ctl.run(), name="controller"))
+        self.health = HealthServer(self.cfg.health_listen, ctl.ready, self.metrics)
+        await self.health.start()
+        elector = None
+        if self.cfg.leader_election.enabled:
+            le = self.cfg.leader_election
+            elector = LeaderElector(self.kube, self.cfg.namespace, le.lease_name, self.cfg.identity,
+                                    le.lease_duration, le.retry_period, ctl.set_leader)  # fmt: skip
+            self._tasks.append(asyncio.create_task(elector.run(), name="leader-election"))
+        else:
+            self.metrics.leader.set(1)
+        receivers = await self._start_receivers()
+        LOG.info(
+            "clusterd running", extra=kv(identity=self.cfg.identity, leader_election=elector is not None)
+        )
+        await self._stop.wait()
+        LOG.info("stopping")
+        for r in receivers:
+            with contextlib.suppress(Exception):
+                await r.stop()  # type: ignore[attr-defined]
+        if elector is not None:
+            await elector.release()
+        for w in self._watchers + self._pool_watchers:
+            w.stop()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.health.stop()
+        return 0
+
+    async def _start_receivers(self) -> list[object]:
+        cfg, ctl = self.cfg, self.controller
+        started: list[object] = []
+        if cfg.mqtt is not None:
+            from clusterd.adapters.mqtt import MQTTReceiver
+
+            m = cfg.mqtt
+            password = read_secret(m.password_file, m.password_env, "MQTT password") if (
+                m.password_file or m.password_env) else None  # fmt: skip
+            mqtt = MQTTReceiver(
+                m, m.client_id or f"clusterd-{cfg.identity}", password, ctl.submit, self.metrics
+            )
+            await mqtt.start()
+            started.append(mqtt)
+        if cfg.webhook is not None:
+            w = cfg.webhook
+            secrets = [read_secret(f, None, "webhook secret").encode() for f in w.secret_files]
+            if w.secret_env:
+                secrets.append(read_secret(None, w.secret_env, "webhook secret").encode())
+            self.webhook = WebhookServer(w, secrets, ctl.submit_webhook, self.metrics, cfg.allow_ula)
+            await self.webhook.start()
+            started.append(self.webhook)
+        if cfg.ra_fallback:
+            from clusterd.adapters.ra import RAListener
+
+            ra = RAListener(ctl.submit, cfg.allow_ula)
+            ctl.ra_available = True
+
+            def want(interfaces: set[str]) -> None:
+                ra.want(interfaces)
+                ctl.ra_available = ra.available
+
+            ctl.on_ra_interfaces = want
+            started.append(_Closer(ra.close))
+        return started
+
+
+class _Closer:
+    def __init__(self, fn: object) -> None:
+        self.fn = fn
+
+    async def stop(self) -> None:
+        self.fn()  # type: ignore[operator]
+
+
+def run(cfg: Config) -> int:
+    return asyncio.run(Clusterd(cfg).run())

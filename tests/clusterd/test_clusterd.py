@@ -1,0 +1,353 @@
+"""clusterd as a process against the real API server and Mosquitto (messages stand in for routerd).
+
+Status and pools follow prefix changes, users' entries survive, nothing is
+written for a repeated message, a v2alpha1-only Cilium works, missing Cilium
+CRDs are picked up when installed, the webhook refuses bad input with a 4xx
+and writes nothing, two replicas elect a leader, and a killed clusterd
+resumes from the status it wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+
+from tests.conftest import ROOT
+from tests.ground.apiserver import KubeAPI, apply_crds, delete_crd, load_yaml_docs
+from tests.ground.clusterd_proc import WEBHOOK_SECRET, Clusterd
+from tests.ground.messages import post, post_state, prefix, sign, state
+from tests.ground.mosquitto import Mosquitto
+from tests.ground.mqttclient import publish
+from tests.ground.waiting import wait_until
+
+pytestmark = [pytest.mark.apiserver, pytest.mark.mqtt]
+
+G, V, P = "dynamic-prefix.io", "v1alpha1", "dynamicprefixes"
+A, B, C = "2001:db8:a::/64", "2001:db8:b::/64", "2001:db8:c::/64"
+V4 = {"cidr": "192.0.2.0/24"}
+RANGE = {"name": "lb", "start": "::f000:0:0:0", "end": "::ffff:ffff:ffff:ffff"}
+
+
+def block(p: str) -> dict[str, str]:
+    net = p.split("::/", maxsplit=1)[0]
+    return {"start": f"{net}:0:f000::", "stop": f"{net}:0:ffff:ffff:ffff:ffff"}
+
+
+def create_dp(
+    kube: KubeAPI, name: str = "home", router: str = "edge", interface: str = "br-lan", **spec: Any
+) -> None:
+    body: dict[str, Any] = {
+        "acquisition": {"routerd": {"router": router, "interface": interface}},
+        "addressRanges": [RANGE],
+        "transition": {"mode": "simple", "maxPrefixHistory": 2},
+    }
+    body.update(spec)
+    k8s.CustomObjectsApi(kube.admin()).create_cluster_custom_object(
+        G, V, P, {"apiVersion": f"{G}/{V}", "kind": "DynamicPrefix", "metadata": {"name": name}, "spec": body}
+    )
+
+
+def create_pool(kube: KubeAPI, name: str, blocks: list[Any], version: str = "v2", dp: str = "home",
+                range_: str | None = "lb") -> None:  # fmt: skip
+    ann = {"dynamic-prefix.io/name": dp}
+    if range_:
+        ann["dynamic-prefix.io/address-range"] = range_
+    k8s.CustomObjectsApi(kube.admin()).create_cluster_custom_object("cilium.io", version, "ciliumloadbalancerippools", {
+        "apiVersion": f"cilium.io/{version}", "kind": "CiliumLoadBalancerIPPool",
+        "metadata": {"name": name, "annotations": ann}, "spec": {"blocks": blocks},
+    })  # fmt: skip
+
+
+def create_group(kube: KubeAPI, name: str, cidrs: list[str]) -> None:
+    k8s.CustomObjectsApi(kube.admin()).create_cluster_custom_object("cilium.io", "v2", "ciliumcidrgroups", {
+        "apiVersion": "cilium.io/v2", "kind": "CiliumCIDRGroup",
+        "metadata": {"name": name, "annotations": {"dynamic-prefix.io/name": "home"}},
+        "spec": {"externalCIDRs": cidrs},
+    })  # fmt: skip
+
+
+def get_dp(kube: KubeAPI, name: str = "home") -> dict[str, Any]:
+    return dict(k8s.CustomObjectsApi(kube.admin()).get_cluster_custom_object(G, V, P, name))
+
+
+def get_pool(
+    kube: KubeAPI, name: str, plural: str = "ciliumloadbalancerippools", version: str = "v2"
+) -> dict[str, Any]:
+    return dict(
+        k8s.CustomObjectsApi(kube.admin()).get_cluster_custom_object("cilium.io", version, plural, name)
+    )
+
+
+def current(kube: KubeAPI, name: str = "home") -> str | None:
+    return get_dp(kube, name).get("status", {}).get("currentPrefix")
+
+
+def condition(obj: dict[str, Any], type_: str) -> tuple[str, str] | None:
+    c = next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), None)
+    return (c["status"], c["reason"]) if c else None
+
+
+def metric(cd: Clusterd, name: str, **labels: str) -> float:
+    _, text = cd.get("/metrics")
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(rf"^{name}(?:{{(.*)}})? (\S+)$", line)
+        if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
+            total += float(m.group(2))
+    return total
+
+
+def events_for(kube: KubeAPI, name: str) -> list[str]:
+    evs = k8s.CoreV1Api(kube.admin()).list_namespaced_event("default").items
+    return [e.reason for e in evs if e.involved_object.name == name]
+
+
+def send(mosquitto: Mosquitto, doc: dict[str, Any]) -> None:
+    publish(mosquitto.plain_port, f"dynamic-prefix/{doc['router']}/{doc['interface']}/state", json.dumps(doc),
+            retain=True)  # fmt: skip
+
+
+@pytest.fixture
+def clusterd_factory(cluster: KubeAPI, tmp_path: Path):  # type: ignore[no-untyped-def]
+    started: list[Clusterd] = []
+
+    def make(**kw: Any) -> Clusterd:
+        cd = Clusterd(cluster, tmp_path / f"clusterd-{len(started)}", **kw)
+        started.append(cd)
+        return cd
+
+    yield make
+    for cd in started:
+        cd.stop()
+
+
+def test_mqtt_prefix_changes_drive_status_pools_and_cidr_groups(
+    cluster: KubeAPI, mosquitto: Mosquitto, clusterd_factory: Any, mqtt_base: str
+) -> None:
+    router = mqtt_base.rsplit("/", 1)[1]  # a router id unique to this test (the retained topic too)
+    create_dp(cluster, router=router)
+    create_pool(cluster, "lb-pool", [V4])
+    create_group(cluster, "cluster-egress", ["198.51.100.0/24"])
+    cd = clusterd_factory(mqtt_port=mosquitto.plain_port)
+    cd.wait_ready()
+    send(mosquitto, state(router, "br-lan", 1, prefix(A)))
+    wait_until(lambda: current(cluster) == A, what="status.currentPrefix = A")
+    wait_until(lambda: get_pool(cluster, "lb-pool")["spec"]["blocks"] == [V4, block(A)], what="pool has A")
+    dp = get_dp(cluster)
+    assert dp["status"]["prefixSource"] == "routerd"
+    assert dp["status"]["addressRanges"][0]["cidrs"] == ["2001:db8:a:0:f000::/68"]
+    wait_until(lambda: condition(get_dp(cluster), "PoolsSynced") == ("True", "Synced"), what="PoolsSynced")
+    assert condition(dp, "PrefixAcquired") == ("True", "Acquired")
+    group = get_pool(cluster, "cluster-egress", "ciliumcidrgroups")
+    assert group["spec"]["externalCIDRs"] == ["198.51.100.0/24", "2001:db8:a::/64"]
+
+    send(mosquitto, state(router, "br-lan", 2, prefix(B), prefix(A, "withdrawn", valid=7200)))
+    wait_until(lambda: get_pool(cluster, "lb-pool")["spec"]["blocks"] == [V4, block(B), block(A)],
+               what="pool has B then A")  # fmt: skip
+    dp = get_dp(cluster)
+    assert [(h["prefix"], h["state"]) for h in dp["status"]["history"]] == [(B, "active"), (A, "draining")]
+    assert get_pool(cluster, "cluster-egress", "ciliumcidrgroups")["spec"]["externalCIDRs"] == [
+        "198.51.100.0/24", "2001:db8:b::/64", "2001:db8:a::/64"]  # fmt: skip
+    wait_until(lambda: {"PrefixAcquired", "PrefixChanged"} <= set(events_for(cluster, "home")), what="Events")
+
+    # A repeated message and a heartbeat write nothing.
+    rvs = (
+        get_dp(cluster)["metadata"]["resourceVersion"],
+        get_pool(cluster, "lb-pool")["metadata"]["resourceVersion"],
+    )
+    done = metric(cd, "dynamic_prefix_reconcile_duration_seconds_count")
+    send(mosquitto, state(router, "br-lan", 2, prefix(B), prefix(A, "withdrawn", valid=7200)))
+    send(mosquitto, state(router, "br-lan", 3, prefix(B), prefix(A, "withdrawn", valid=7200)))
+    wait_until(
+        lambda: metric(cd, "dynamic_prefix_reconcile_duration_seconds_count") > done, what="a reconcile"
+    )
+    wait_until(lambda: metric(cd, "dynamic_prefix_messages_total", transport="mqtt", result="stale") >= 1,
+               what="the duplicate counted as stale")  # fmt: skip
+    assert (get_dp(cluster)["metadata"]["resourceVersion"],
+            get_pool(cluster, "lb-pool")["metadata"]["resourceVersion"]) == rvs  # fmt: skip
+
+
+def test_a_pool_annotated_later_is_synced_at_once_and_released_when_unannotated(
+    cluster: KubeAPI, mosquitto: Mosquitto, clusterd_factory: Any, mqtt_base: str
+) -> None:
+    router = mqtt_base.rsplit("/", 1)[1]
+    create_dp(cluster, router=router)
+    cd = clusterd_factory(mqtt_port=mosquitto.plain_port)
+    cd.wait_ready()
+    send(mosquitto, state(router, "br-lan", 1, prefix(A)))
+    wait_until(lambda: current(cluster) == A, what="A")
+    create_pool(cluster, "late", [V4])
+    wait_until(lambda: get_pool(cluster, "late")["spec"]["blocks"] == [V4, block(A)], what="late pool synced")
+    api = k8s.CustomObjectsApi(cluster.admin())
+    api.patch_cluster_custom_object("cilium.io", "v2", "ciliumloadbalancerippools", "late",
+                                    {"metadata": {"annotations": {"dynamic-prefix.io/name": None}}})  # fmt: skip
+    wait_until(lambda: get_pool(cluster, "late")["spec"]["blocks"] == [V4], what="our block taken back")
+    assert "dynamic-prefix.io/managed" not in get_pool(cluster, "late")["metadata"]["annotations"]
+
+
+def test_a_pool_naming_a_missing_range_gets_an_event_and_is_left_alone(
+    cluster: KubeAPI, mosquitto: Mosquitto, clusterd_factory: Any, mqtt_base: str
+) -> None:
+    router = mqtt_base.rsplit("/", 1)[1]
+    create_dp(cluster, router=router)
+    create_pool(cluster, "typo", [V4], range_="loadbalancer")
+    create_pool(cluster, "orphan", [V4], dp="nosuchprefix")
+    cd = clusterd_factory(mqtt_port=mosquitto.plain_port)
+    cd.wait_ready()
+    send(mosquitto, state(router, "br-lan", 1, prefix(A)))
+    wait_until(
+        lambda: condition(get_dp(cluster), "PoolsSynced") == ("False", "PoolProblems"), what="PoolProblems"
+    )
+    assert "address range 'loadbalancer' is not in the DynamicPrefix" in json.dumps(get_dp(cluster)["status"])
+    wait_until(lambda: "NotSynced" in events_for(cluster, "typo") and "NotSynced" in events_for(cluster, "orphan"),
+               what="Events on both pools")  # fmt: skip
+    assert get_pool(cluster, "typo")["spec"]["blocks"] == [V4]
+    assert get_pool(cluster, "orphan")["spec"]["blocks"] == [V4]
+
+
+def test_a_cluster_serving_only_v2alpha1(
+    cluster: KubeAPI, mosquitto: Mosquitto, clusterd_factory: Any, mqtt_base: str
+) -> None:
+    for name in ("ciliumloadbalancerippools.cilium.io", "ciliumcidrgroups.cilium.io"):
+        delete_crd(cluster, name)
+    apply_crds(cluster, load_yaml_docs([ROOT / "tests" / "crds" / "cilium-v2alpha1-only.yaml"]))
+    router = mqtt_base.rsplit("/", 1)[1]
+    create_dp(cluster, router=router)
+    create_pool(cluster, "old-cilium", [V4], version="v2alpha1")
+    cd = clusterd_factory(mqtt_port=mosquitto.plain_port)
+    cd.wait_ready()
+    send(mosquitto, state(router, "br-lan", 1, prefix(A)))
+    wait_until(lambda: get_pool(cluster, "old-cilium", version="v2alpha1")["spec"]["blocks"] == [V4, block(A)],
+               what="v2alpha1 pool synced")  # fmt: skip
+    assert "v2alpha1" in cd.log()
+
+
+def test_missing_cilium_crds_are_a_condition_then_picked_up(
+    cluster: KubeAPI, mosquitto: Mosquitto, clusterd_factory: Any, mqtt_base: str
+) -> None:
+    for name in ("ciliumloadbalancerippools.cilium.io", "ciliumcidrgroups.cilium.io"):
+        delete_crd(cluster, name)
+    router = mqtt_base.rsplit("/", 1)[1]
+    create_dp(cluster, router=router)
+    cd = clusterd_factory(mqtt_port=mosquitto.plain_port)
+    cd.wait_ready()
+    send(mosquitto, state(router, "br-lan", 1, prefix(A)))
+    wait_until(lambda: condition(get_dp(cluster), "PoolsSynced") == ("False", "CiliumCRDsMissing"),
+               what="CiliumCRDsMissing")  # fmt: skip
+    apply_crds(cluster, load_yaml_docs([ROOT / "tests" / "crds" / "cilium.yaml"]))
+    create_pool(cluster, "after", [])
+    wait_until(
+        lambda: get_pool(cluster, "after")["spec"]["blocks"] == [block(A)], what="pool synced after install"
+    )
+    wait_until(lambda: condition(get_dp(cluster), "PoolsSynced") == ("True", "Synced"), what="PoolsSynced")
+    assert cd.proc.poll() is None
+
+
+def test_webhook_refuses_bad_input_with_4xx_and_writes_nothing(
+    cluster: KubeAPI, clusterd_factory: Any
+) -> None:
+    create_dp(cluster, router="edge")
+    cd = clusterd_factory()
+    cd.wait_ready()
+    rv = get_dp(cluster)["metadata"]["resourceVersion"]
+    good = json.dumps(state("edge", "br-lan", 10, prefix(A))).encode()
+
+    def attempt(body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+        return post(cd.webhook_url, body, headers)
+
+    import time
+
+    now = int(time.time())
+    cases = [
+        ("bad signature", good, sign(b"not-the-secret", good), 401, "bad signature"),
+        ("no signature", good, {"Content-Type": "application/json"}, 401, "missing"),
+        ("stale timestamp", good, sign(WEBHOOK_SECRET, good, now - 3600), 401, "check NTP"),
+        ("future timestamp", good, sign(WEBHOOK_SECRET, good, now + 3600), 401, "check NTP"),
+        ("oversized body", b"{" + b" " * (10 << 20) + b"}", sign(WEBHOOK_SECRET, b"{}"), 413, ""),
+        ("invalid JSON", b"{nope", sign(WEBHOOK_SECRET, b"{nope"), 400, "not JSON"),
+    ]
+    for p_, fragment in (("::/0", "1..64"), ("fe80::/64", "link-local"), ("ff02::/64", "multicast"),
+                         ("2001:db8::1/128", "1..64")):  # fmt: skip
+        body = json.dumps(state("edge", "br-lan", 11, prefix(p_))).encode()
+        cases.append((f"prefix {p_}", body, sign(WEBHOOK_SECRET, body), 400, fragment))
+    wrong = json.dumps({**state("edge", "br-lan", 12, prefix(A)), "version": 9}).encode()
+    cases.append(("wrong schema version", wrong, sign(WEBHOOK_SECRET, wrong), 400, "unsupported schema"))
+    ula = json.dumps(state("edge", "br-lan", 13, prefix("fd00:1::/64"))).encode()
+    cases.append(("ULA", ula, sign(WEBHOOK_SECRET, ula), 422, "unique-local"))
+    for what, body, headers, code, fragment in cases:
+        got, text = attempt(body, headers)
+        assert got == code, f"{what}: {got} {text}"
+        assert fragment in text, f"{what}: {text}"
+    assert get_dp(cluster)["metadata"]["resourceVersion"] == rv, "a refused request wrote something"
+
+    headers = sign(WEBHOOK_SECRET, good)
+    got, text = attempt(good, headers)
+    assert got == 200 and "applied to home" in text
+    assert current(cluster) == A
+    got, text = attempt(good, headers)
+    assert got == 409 and "replayed" in text
+    older = state("edge", "br-lan", 9, prefix(B))
+    got, text = post_state(cd.webhook_url, WEBHOOK_SECRET, older)
+    assert got == 409 and "not newer" in text
+    got, text = post_state(cd.webhook_url, WEBHOOK_SECRET, state("other", "br-lan", 1, prefix(B)))
+    assert got == 202 and "no DynamicPrefix" in text
+    assert current(cluster) == A
+
+
+def test_two_replicas_one_writes_and_the_other_takes_over(cluster: KubeAPI, clusterd_factory: Any) -> None:
+    create_dp(cluster, router="edge")
+    one = clusterd_factory(leader_election=True, identity="one")
+    one.wait_ready()
+    two = clusterd_factory(leader_election=True, identity="two")
+    wait_until(
+        lambda: two.get("/readyz")[0] == 503 and "follower" in two.get("/readyz")[1], what="two follows"
+    )
+    got, text = post_state(two.webhook_url, WEBHOOK_SECRET, state("edge", "br-lan", 1, prefix(A)))
+    assert got == 503 and "not the leader" in text
+    assert current(cluster) is None
+    got, _ = post_state(one.webhook_url, WEBHOOK_SECRET, state("edge", "br-lan", 2, prefix(A)))
+    assert got == 200 and current(cluster) == A
+    one.kill()  # no clean release: two must wait for the lease to run out (4 s)
+    two.wait_ready(timeout=15)
+    got, _ = post_state(
+        two.webhook_url, WEBHOOK_SECRET, state("edge", "br-lan", 3, prefix(B), prefix(A, "deprecated"))
+    )
+    assert got == 200 and current(cluster) == B
+    lease = k8s.CoordinationV1Api(cluster.admin()).read_namespaced_lease(
+        "dynamic-prefix-clusterd", "dynamic-prefix"
+    )
+    assert lease.spec.holder_identity == "two" and lease.spec.lease_transitions >= 1
+
+
+def test_killed_mid_drain_and_restarted_loses_no_history(cluster: KubeAPI, clusterd_factory: Any) -> None:
+    create_dp(cluster, router="edge")
+    create_pool(cluster, "lb-pool", [V4])
+    first = clusterd_factory()
+    first.wait_ready()
+    assert post_state(first.webhook_url, WEBHOOK_SECRET, state("edge", "br-lan", 1, prefix(A)))[0] == 200
+    assert post_state(first.webhook_url, WEBHOOK_SECRET,
+                      state("edge", "br-lan", 2, prefix(B), prefix(A, "withdrawn", valid=7200)))[0] == 200  # fmt: skip
+    wait_until(
+        lambda: get_pool(cluster, "lb-pool")["spec"]["blocks"] == [V4, block(B), block(A)], what="B, A"
+    )
+    before = get_dp(cluster)["status"]["history"]
+    first.kill()
+    second = clusterd_factory()
+    second.wait_ready()
+    got, text = post_state(second.webhook_url, WEBHOOK_SECRET, state("edge", "br-lan", 2, prefix(C)))
+    assert got == 409, text  # the restarted clusterd remembers sequence 2 from the status
+    assert post_state(second.webhook_url, WEBHOOK_SECRET,
+                      state("edge", "br-lan", 3, prefix(C), prefix(B, "deprecated")))[0] == 200  # fmt: skip
+    after = get_dp(cluster)["status"]["history"]
+    assert [(h["prefix"], h["state"]) for h in after] == [(C, "active"), (B, "draining"), (A, "draining")]
+    assert (
+        after[2]["acquiredAt"] == before[1]["acquiredAt"]
+        and after[2]["validUntil"] == before[1]["validUntil"]
+    )
+    wait_until(lambda: get_pool(cluster, "lb-pool")["spec"]["blocks"] == [V4, block(C), block(B), block(A)],
+               what="C, B, A")  # fmt: skip

@@ -1,0 +1,109 @@
+"""End to end in a network lab: the ISP's radvd changes the prefix; the cluster follows.
+
+radvd (router namespace) -> routerd (host namespace) -> Mosquitto -> clusterd
+-> DynamicPrefix status and pool blocks, A then B; the same over the signed
+webhook; and clusterd's own RA listener doing it without routerd.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.clusterd.test_clusterd import RANGE, V4, block, create_dp, create_pool, current, get_dp, get_pool
+from tests.ground.apiserver import KubeAPI
+from tests.ground.clusterd_proc import WEBHOOK_SECRET, Clusterd
+from tests.ground.mosquitto import Mosquitto
+from tests.ground.netlab import AdvPrefix, Lab
+from tests.ground.routerd_proc import Routerd
+from tests.ground.waiting import wait_until
+
+pytestmark = [pytest.mark.lab, pytest.mark.apiserver, pytest.mark.mqtt]
+
+A, B = "2001:db8:a::/64", "2001:db8:b::/64"
+
+
+def routerd_config(lab: Lab, sink: str) -> str:
+    return f"""
+router_id = "edge"
+[publish]
+hold_down = 0.2
+[[interface]]
+name = "{lab.host_if}"
+netlink = false
+{sink}
+"""
+
+
+def follow(cluster: KubeAPI, lab: Lab) -> None:
+    """A, then the ISP renumbers to B (RFC 9096 style): status and pool follow."""
+    wait_until(lambda: current(cluster) == A, timeout=30, what="status.currentPrefix = A")
+    wait_until(lambda: get_pool(cluster, "lb-pool")["spec"]["blocks"] == [V4, block(A)], what="pool has A")
+    lab.advertise([AdvPrefix(A, valid=0, preferred=0), AdvPrefix(B, valid=3600, preferred=1800)])
+    wait_until(lambda: current(cluster) == B, timeout=30, what="status.currentPrefix = B")
+    wait_until(lambda: get_pool(cluster, "lb-pool")["spec"]["blocks"] == [V4, block(B), block(A)],
+               what="pool has B, A draining")  # fmt: skip
+    history = get_dp(cluster)["status"]["history"]
+    assert [(h["prefix"], h["state"]) for h in history] == [(B, "active"), (A, "draining")]
+
+
+@pytest.fixture
+def started() -> Any:
+    procs: list[Any] = []
+    yield procs
+    for p in procs:
+        p.stop()
+
+
+def test_radvd_to_routerd_to_mosquitto_to_clusterd(
+    lab: Lab, cluster: KubeAPI, mosquitto: Mosquitto, tmp_path: Path, started: list[Any]
+) -> None:
+    create_dp(cluster, router="edge", interface=lab.host_if)
+    create_pool(cluster, "lb-pool", [V4])
+    cd = Clusterd(cluster, tmp_path / "clusterd", mqtt_port=mosquitto.plain_port, webhook=False)
+    started.append(cd)
+    cd.wait_ready()
+    lab.forward(mosquitto.plain_port)
+    lab.start_radvd([AdvPrefix(A, valid=3600, preferred=1800)])
+    sink = f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto.plain_port}\ntls = false\n'
+    started.append(Routerd(lab, tmp_path / "routerd", routerd_config(lab, sink)))
+    follow(cluster, lab)
+    assert get_dp(cluster)["status"]["source"]["transport"] == "mqtt"
+
+
+def test_radvd_to_routerd_to_the_webhook(
+    lab: Lab, cluster: KubeAPI, tmp_path: Path, started: list[Any]
+) -> None:
+    create_dp(cluster, router="edge", interface=lab.host_if)
+    create_pool(cluster, "lb-pool", [V4])
+    cd = Clusterd(cluster, tmp_path / "clusterd")
+    started.append(cd)
+    cd.wait_ready()
+    assert cd.webhook_port is not None
+    lab.forward(cd.webhook_port)
+    secret = tmp_path / "hook.key"
+    secret.write_bytes(WEBHOOK_SECRET)
+    lab.start_radvd([AdvPrefix(A, valid=3600, preferred=1800)])
+    sink = f'[[webhook]]\nurl = "{cd.webhook_url}"\nsecret_file = "{secret}"\n'
+    started.append(Routerd(lab, tmp_path / "routerd", routerd_config(lab, sink)))
+    follow(cluster, lab)
+    assert get_dp(cluster)["status"]["source"]["transport"] == "webhook"
+
+
+def test_clusterd_alone_with_its_ra_fallback(
+    lab: Lab, cluster: KubeAPI, tmp_path: Path, started: list[Any]
+) -> None:
+    create_dp(cluster, acquisition={"routerAdvertisement": {"interface": lab.host_if, "enabled": True}},
+              addressRanges=[RANGE])  # fmt: skip
+    create_pool(cluster, "lb-pool", [V4])
+    lab.forward(cluster.port)  # clusterd runs in the host namespace, the API server in the root one
+    cd = Clusterd(cluster, tmp_path / "clusterd", webhook=False, netns=lab.host, extra={"raFallback": True})
+    started.append(cd)
+    lab.forward(cd.health_port, into_netns=True)
+    cd.wait_ready()
+    lab.start_radvd([AdvPrefix(A, valid=3600, preferred=1800)])
+    follow(cluster, lab)
+    status = get_dp(cluster)["status"]
+    assert status["prefixSource"] == "router-advertisement" and status["source"]["transport"] == "raw-socket"
