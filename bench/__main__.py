@@ -1,4 +1,4 @@
-"""Run the benchmarks: ``python -m bench [suite ...]`` (suites: routerd).
+"""Run the benchmarks: ``python -m bench [suite ...]`` (suites: routerd, clusterd).
 
 Prints a table and writes bench/results/latest.json with the machine and
 component versions. Benchmarks report; they never fail a build.
@@ -29,7 +29,13 @@ def run_routerd(work: Path) -> dict[str, Any]:
     }
 
 
-SUITES = {"routerd": run_routerd}
+def run_clusterd(work: Path) -> dict[str, Any]:
+    from bench import clusterd_bench
+
+    return clusterd_bench.run(work / "clusterd")
+
+
+SUITES = {"routerd": run_routerd, "clusterd": run_clusterd}
 
 
 def table(results: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
@@ -62,6 +68,9 @@ def main(argv: list[str]) -> int:
             doc["results"][name] = SUITES[name](Path(tmp))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "latest.json"
+    if out.exists():  # keep the other suites' latest numbers
+        previous = json.loads(out.read_text())
+        doc["results"] = {**previous.get("results", {}), **doc["results"]}
     out.write_text(json.dumps(doc, indent=2) + "\n")
     rows = table(doc["results"])
     width = max(len(k) for k, _ in rows)

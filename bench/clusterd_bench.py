@@ -1,0 +1,174 @@
+"""clusterd benchmarks: RA on the wire -> DynamicPrefix status and pool blocks, and footprint.
+
+Real everything: an RA injected on the router side of a lab, routerd,
+Mosquitto (or the webhook), clusterd, kube-apiserver. Latency runs from just
+before the RA is sent to the moment a watch in this process sees the object
+change. Reports numbers; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import watch
+
+from bench.common import cpu_seconds, rss_mb, summary_ms
+from bench.routerd_bench import B, flip
+from tests.ground.apiserver import KubeAPI, apply_crds, load_yaml_docs, start_session_apiserver
+from tests.ground.clusterd_proc import WEBHOOK_SECRET, Clusterd
+from tests.ground.mosquitto import Mosquitto
+from tests.ground.netlab import Lab
+from tests.ground.routerd_proc import Routerd
+from tests.ground.waiting import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def block_start(prefix: Any) -> str:
+    return f"{str(prefix.network_address).rstrip(':')}:0:f000::"
+
+
+class Observer:
+    """Watches one object in a thread and timestamps every version of it."""
+
+    def __init__(self, api: k8s.ApiClient, group: str, version: str, plural: str, name: str) -> None:
+        self.events: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
+        self._w = watch.Watch()
+        custom = k8s.CustomObjectsApi(api)
+        args = (group, version, plural)
+
+        def run() -> None:
+            stream = self._w.stream(
+                custom.list_cluster_custom_object, *args, field_selector=f"metadata.name={name}"
+            )
+            with contextlib.suppress(Exception):  # stop() ends the stream mid-read
+                for ev in stream:
+                    self.events.put((time.monotonic(), ev["object"]))
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def first(self, predicate: Any, after: float, timeout: float = 10.0) -> float:
+        deadline = time.monotonic() + timeout
+        while True:
+            at, obj = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
+            if at >= after and predicate(obj):
+                return at
+
+    def stop(self) -> None:
+        self._w.stop()
+
+
+def setup_kube(work: Path) -> KubeAPI:
+    kube = start_session_apiserver(work / "kube")
+    apply_crds(kube, load_yaml_docs([ROOT / "manifests/crds/dynamic-prefix.io_dynamicprefixes.yaml",
+                                     ROOT / "tests/crds/cilium.yaml"]))  # fmt: skip
+    k8s.CoreV1Api(kube.admin()).create_namespace(
+        k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name="dynamic-prefix"))
+    )
+    return kube
+
+
+def pipeline(work: Path, kube: KubeAPI, transport: str, changes: int = 60) -> dict[str, Any]:
+    """RA -> routerd -> (MQTT | webhook) -> clusterd -> status and pool, ``changes`` times."""
+    api = kube.admin()
+    custom = k8s.CustomObjectsApi(api)
+    name = f"bench-{transport}"
+    broker = Mosquitto(work / f"mqtt-{transport}", shutil.which("mosquitto") or "/usr/sbin/mosquitto",
+                       shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd")  # fmt: skip
+    broker.start()
+    lab = Lab(work / f"lab-{transport}").create()
+    procs: list[Any] = []
+    out: dict[str, Any] = {}
+    try:
+        custom.create_cluster_custom_object("dynamic-prefix.io", "v1alpha1", "dynamicprefixes", {
+            "apiVersion": "dynamic-prefix.io/v1alpha1", "kind": "DynamicPrefix", "metadata": {"name": name},
+            "spec": {"acquisition": {"routerd": {"router": name, "interface": lab.host_if}},
+                     "addressRanges": [{"name": "lb", "start": "::f000:0:0:0", "end": "::ffff:ffff:ffff:ffff"}]},
+        })  # fmt: skip
+        custom.create_cluster_custom_object("cilium.io", "v2", "ciliumloadbalancerippools", {
+            "apiVersion": "cilium.io/v2", "kind": "CiliumLoadBalancerIPPool",
+            "metadata": {"name": name, "annotations": {"dynamic-prefix.io/name": name,
+                                                       "dynamic-prefix.io/address-range": "lb"}},
+            "spec": {"blocks": [{"cidr": "192.0.2.0/24"}]},
+        })  # fmt: skip
+        cd = Clusterd(kube, work / f"clusterd-{transport}", mqtt_port=broker.plain_port, identity=name,
+                      webhook=transport == "webhook")  # fmt: skip
+        procs.append(cd)
+        cd.wait_ready()
+        time.sleep(1.0)
+        out["clusterd_rss_idle_mb"] = rss_mb(cd.proc.pid)
+        cpu0, t_idle = cpu_seconds(cd.proc.pid), time.monotonic()
+        time.sleep(10.0)
+        out["clusterd_idle_cpu_percent"] = round(
+            (cpu_seconds(cd.proc.pid) - cpu0) / (time.monotonic() - t_idle) * 100, 2
+        )
+        if transport == "mqtt":
+            lab.forward(broker.plain_port)
+            sink = f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.plain_port}\ntls = false\n'
+        else:
+            assert cd.webhook_port is not None
+            lab.forward(cd.webhook_port)
+            key = work / f"hook-{transport}.key"
+            key.write_bytes(WEBHOOK_SECRET)
+            sink = f'[[webhook]]\nurl = "{cd.webhook_url}"\nsecret_file = "{key}"\n'
+        procs.append(Routerd(lab, work / f"routerd-{transport}", f"""
+router_id = "{name}"
+[publish]
+hold_down = 0
+[stdout]
+enabled = false
+[[interface]]
+name = "{lab.host_if}"
+netlink = false
+{sink}"""))  # fmt: skip
+        time.sleep(1.5)
+        pool_obs = Observer(api, "cilium.io", "v2", "ciliumloadbalancerippools", name)
+        dp_obs = Observer(api, "dynamic-prefix.io", "v1alpha1", "dynamicprefixes", name)
+        lab.inject_ra(flip(1)[0])
+
+        def status_prefix() -> Any:
+            dp = custom.get_cluster_custom_object("dynamic-prefix.io", "v1alpha1", "dynamicprefixes", name)
+            return dp.get("status", {}).get("currentPrefix")
+
+        wait_until(lambda: status_prefix() == str(B), timeout=30, what="the first prefix")
+        to_status, to_pool = [], []
+        for i in range(changes):
+            packet, cur = flip(i)
+            want = block_start(cur)
+            t0 = time.monotonic()
+            lab.inject_ra(packet)
+            st = dp_obs.first(lambda o, c=str(cur): o.get("status", {}).get("currentPrefix") == c, t0)
+            pl = pool_obs.first(lambda o, w=want: o["spec"]["blocks"][1:2] == [{"start": w, "stop": w.replace(
+                ":0:f000::", ":0:ffff:ffff:ffff:ffff")}], t0)  # fmt: skip
+            to_status.append(st - t0)
+            to_pool.append(pl - t0)
+        out["ra_to_status"] = summary_ms(to_status)
+        out["ra_to_pool"] = summary_ms(to_pool)
+        out["clusterd_rss_after_mb"] = rss_mb(cd.proc.pid)
+        pool_obs.stop()
+        dp_obs.stop()
+    finally:
+        for p in procs:
+            p.stop()
+        lab.destroy()
+        broker.stop()
+    return out
+
+
+def run(work: Path) -> dict[str, Any]:
+    kube = setup_kube(work)
+    try:
+        return {
+            "apiserver": kube.version,
+            "mqtt": pipeline(work, kube, "mqtt"),
+            "webhook": pipeline(work, kube, "webhook"),
+        }
+    finally:
+        kube.stop()
