@@ -25,7 +25,7 @@ from tests.ground.apiserver import KubeAPI, apply_crds, load_yaml_docs, start_se
 from tests.ground.clusterd_proc import WEBHOOK_SECRET, Clusterd
 from tests.ground.mosquitto import Mosquitto
 from tests.ground.netlab import Lab
-from tests.ground.routerd_proc import Routerd
+from tests.ground.routerd_proc import Routerd, routerd_toml
 from tests.ground.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,23 +111,15 @@ def pipeline(work: Path, kube: KubeAPI, transport: str, changes: int = 60) -> di
         )
         if transport == "mqtt":
             lab.forward(broker.plain_port)
-            sink = f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.plain_port}\ntls = false\n'
+            sink: dict[str, Any] = {"mqtt_port": broker.plain_port}
         else:
             assert cd.webhook_port is not None
             lab.forward(cd.webhook_port)
             key = work / f"hook-{transport}.key"
             key.write_bytes(WEBHOOK_SECRET)
-            sink = f'[[webhook]]\nurl = "{cd.webhook_url}"\nsecret_file = "{key}"\n'
-        procs.append(Routerd(lab, work / f"routerd-{transport}", f"""
-router_id = "{name}"
-[publish]
-hold_down = 0
-[stdout]
-enabled = false
-[[interface]]
-name = "{lab.host_if}"
-netlink = false
-{sink}"""))  # fmt: skip
+            sink = {"webhook_url": cd.webhook_url, "webhook_secret_file": key}
+        toml = routerd_toml(lab.host_if, router_id=name, hold_down=0, stdout=False, **sink)
+        procs.append(Routerd(lab, work / f"routerd-{transport}", toml))
         time.sleep(1.5)
         pool_obs = Observer(api, "cilium.io", "v2", "ciliumloadbalancerippools", name)
         dp_obs = Observer(api, "dynamic-prefix.io", "v1alpha1", "dynamicprefixes", name)

@@ -19,7 +19,7 @@ from routerd.core.tracker import RAObserved, Tracker
 from tests.ground.mosquitto import Mosquitto
 from tests.ground.mqttclient import Subscriber
 from tests.ground.netlab import Lab
-from tests.ground.routerd_proc import Routerd
+from tests.ground.routerd_proc import Routerd, routerd_toml
 from tests.ground.waiting import wait_until
 
 A = IPv6Network("2001:db8:a::/64")
@@ -74,21 +74,9 @@ def lab_run(
     out: dict[str, Any] = {}
     try:
         lab.forward(broker.plain_port)
-        r = Routerd(lab, workdir / "routerd", f"""
-router_id = "bench"
-control_socket = "{workdir / 'ctl.sock'}"
-[publish]
-hold_down = 0
-[stdout]
-enabled = false
-[[interface]]
-name = "{lab.host_if}"
-netlink = false
-[mqtt]
-host = "127.0.0.1"
-port = {broker.plain_port}
-tls = false
-""")  # fmt: skip
+        r = Routerd(lab, workdir / "routerd", routerd_toml(
+            lab.host_if, router_id="bench", hold_down=0, stdout=False, mqtt_port=broker.plain_port,
+            control_socket=workdir / "ctl.sock"))  # fmt: skip
         topic = f"dynamic-prefix/bench/{lab.host_if}/state"
         with Subscriber(broker.plain_port, topic) as sub:
             sub.wait_for(timeout=20)  # routerd is up: its initial (empty) state arrived

@@ -27,7 +27,7 @@ from tests.ground.clusterd_proc import Clusterd  # noqa: E402
 from tests.ground.mosquitto import Mosquitto  # noqa: E402
 from tests.ground.mqttclient import Subscriber  # noqa: E402
 from tests.ground.netlab import AdvPrefix, Lab, sweep_stale  # noqa: E402
-from tests.ground.routerd_proc import Routerd  # noqa: E402
+from tests.ground.routerd_proc import Routerd, routerd_toml  # noqa: E402
 from tests.ground.waiting import wait_until  # noqa: E402
 
 OLD, NEW = "2001:db8:1::/64", "2001:db8:2::/64"
@@ -92,18 +92,8 @@ def main() -> int:
         procs.append(cd)
         cd.wait_ready()
         lab.forward(broker.plain_port)
-        procs.append(Routerd(lab, work / "routerd", f"""
-router_id = "edge"
-[publish]
-hold_down = 0.5
-[[interface]]
-name = "{lab.host_if}"
-netlink = false
-[mqtt]
-host = "127.0.0.1"
-port = {broker.plain_port}
-tls = false
-"""))  # fmt: skip
+        toml = routerd_toml(lab.host_if, hold_down=0.5, mqtt_port=broker.plain_port)
+        procs.append(Routerd(lab, work / "routerd", toml))
 
         def pool_has(p: str) -> bool:
             pool = api.get_cluster_custom_object("cilium.io", "v2", "ciliumloadbalancerippools", "lb-pool")

@@ -17,24 +17,12 @@ from tests.ground.apiserver import KubeAPI
 from tests.ground.clusterd_proc import WEBHOOK_SECRET, Clusterd
 from tests.ground.mosquitto import Mosquitto
 from tests.ground.netlab import AdvPrefix, Lab
-from tests.ground.routerd_proc import Routerd
+from tests.ground.routerd_proc import Routerd, routerd_toml
 from tests.ground.waiting import wait_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.apiserver, pytest.mark.mqtt]
 
 A, B = "2001:db8:a::/64", "2001:db8:b::/64"
-
-
-def routerd_config(lab: Lab, sink: str) -> str:
-    return f"""
-router_id = "edge"
-[publish]
-hold_down = 0.2
-[[interface]]
-name = "{lab.host_if}"
-netlink = false
-{sink}
-"""
 
 
 def follow(cluster: KubeAPI, lab: Lab) -> None:
@@ -67,8 +55,9 @@ def test_radvd_to_routerd_to_mosquitto_to_clusterd(
     cd.wait_ready()
     lab.forward(mosquitto.plain_port)
     lab.start_radvd([AdvPrefix(A, valid=3600, preferred=1800)])
-    sink = f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto.plain_port}\ntls = false\n'
-    started.append(Routerd(lab, tmp_path / "routerd", routerd_config(lab, sink)))
+    started.append(
+        Routerd(lab, tmp_path / "routerd", routerd_toml(lab.host_if, mqtt_port=mosquitto.plain_port))
+    )
     follow(cluster, lab)
     assert get_dp(cluster)["status"]["source"]["transport"] == "mqtt"
 
@@ -86,8 +75,8 @@ def test_radvd_to_routerd_to_the_webhook(
     secret = tmp_path / "hook.key"
     secret.write_bytes(WEBHOOK_SECRET)
     lab.start_radvd([AdvPrefix(A, valid=3600, preferred=1800)])
-    sink = f'[[webhook]]\nurl = "{cd.webhook_url}"\nsecret_file = "{secret}"\n'
-    started.append(Routerd(lab, tmp_path / "routerd", routerd_config(lab, sink)))
+    toml = routerd_toml(lab.host_if, webhook_url=cd.webhook_url, webhook_secret_file=secret)
+    started.append(Routerd(lab, tmp_path / "routerd", toml))
     follow(cluster, lab)
     assert get_dp(cluster)["status"]["source"]["transport"] == "webhook"
 

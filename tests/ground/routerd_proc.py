@@ -104,3 +104,30 @@ def current(msg: dict[str, Any]) -> str | None:
 
 def states(msg: dict[str, Any]) -> dict[str, str]:
     return {p["prefix"]: p["state"] for p in msg["prefixes"]}
+
+
+def routerd_toml(
+    interface: str,
+    *,
+    router_id: str = "edge",
+    hold_down: float = 0.2,
+    netlink: bool = False,
+    stdout: bool | None = None,
+    mqtt_port: int | None = None,
+    webhook_url: str | None = None,
+    webhook_secret_file: Path | None = None,
+    control_socket: Path | None = None,
+) -> str:
+    """A routerd.toml for one interface with the common sinks (labs, benchmarks, the demo)."""
+    lines = [f'router_id = "{router_id}"']
+    if control_socket is not None:
+        lines.append(f'control_socket = "{control_socket}"')
+    lines += ["[publish]", f"hold_down = {hold_down}"]
+    if stdout is not None:
+        lines += ["[stdout]", f"enabled = {str(stdout).lower()}"]
+    lines += ["[[interface]]", f'name = "{interface}"', f"netlink = {str(netlink).lower()}"]
+    if mqtt_port is not None:
+        lines += ["[mqtt]", 'host = "127.0.0.1"', f"port = {mqtt_port}", "tls = false"]
+    if webhook_url is not None:
+        lines += ["[[webhook]]", f'url = "{webhook_url}"', f'secret_file = "{webhook_secret_file}"']
+    return "\n".join(lines) + "\n"
