@@ -353,3 +353,38 @@ def test_killed_mid_drain_and_restarted_loses_no_history(cluster: KubeAPI, clust
     )
     wait_until(lambda: get_pool(cluster, "lb-pool")["spec"]["blocks"] == [V4, block(C), block(B), block(A)],
                what="C, B, A")  # fmt: skip
+
+
+def test_mqtt_over_tls_with_a_password(
+    cluster: KubeAPI, mosquitto: Mosquitto, clusterd_factory: Any, mqtt_base: str, tmp_path: Path
+) -> None:
+    from tests.ground.mosquitto import USERS
+
+    router = mqtt_base.rsplit("/", 1)[1]
+    create_dp(cluster, router=router)
+    password = tmp_path / "mqtt.pass"
+    password.write_text(USERS["clusterd"])
+    mqtt = {"host": "127.0.0.1", "port": mosquitto.tls_port, "caFile": str(mosquitto.ca_file),
+            "username": "clusterd", "passwordFile": str(password)}  # fmt: skip
+    cd = clusterd_factory(webhook=False, extra={"mqtt": mqtt})
+    cd.wait_ready()
+    doc = json.dumps(state(router, "br-lan", 1, prefix(A)))
+    publish(mosquitto.auth_port, f"dynamic-prefix/{router}/br-lan/state", doc, retain=True, username="routerd",
+            password=USERS["routerd"])  # fmt: skip
+    wait_until(lambda: current(cluster) == A, what="A over TLS")
+    assert USERS["clusterd"] not in cd.log()
+
+
+def test_sigterm_hands_the_lease_over_at_once(cluster: KubeAPI, clusterd_factory: Any) -> None:
+    import time
+
+    create_dp(cluster, router="edge")
+    one = clusterd_factory(leader_election=True, identity="one", lease_duration=30)
+    one.wait_ready()
+    two = clusterd_factory(leader_election=True, identity="two", lease_duration=30)
+    wait_until(lambda: "follower" in two.get("/readyz")[1], what="two follows")
+    t0 = time.monotonic()
+    assert one.stop() == 0
+    two.wait_ready(timeout=10)
+    assert time.monotonic() - t0 < 10  # far below the 30 s lease: one released it
+    assert post_state(two.webhook_url, WEBHOOK_SECRET, state("edge", "br-lan", 1, prefix(A)))[0] == 200
