@@ -35,7 +35,17 @@ def run_clusterd(work: Path) -> dict[str, Any]:
     return clusterd_bench.run(work / "clusterd")
 
 
-SUITES = {"routerd": run_routerd, "clusterd": run_clusterd}
+def run_ha(work: Path) -> dict[str, Any]:
+    from bench import clusterd_bench, ha_bench
+
+    kube = clusterd_bench.setup_kube(work / "ha")
+    try:
+        return {"1000_services_1_pool": ha_bench.run(kube, work / "ha", services=1000, pools=1)}
+    finally:
+        kube.stop()
+
+
+SUITES = {"routerd": run_routerd, "clusterd": run_clusterd, "ha": run_ha}
 
 
 def table(results: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
@@ -72,7 +82,7 @@ def main(argv: list[str]) -> int:
         previous = json.loads(out.read_text())
         doc["results"] = {**previous.get("results", {}), **doc["results"]}
     out.write_text(json.dumps(doc, indent=2) + "\n")
-    rows = table(doc["results"])
+    rows = table({n: doc["results"][n] for n in names})
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")

@@ -113,6 +113,11 @@ class Config(_Section):
         description="Listen for RAs for DynamicPrefixes that enable it (hostNetwork, NET_RAW).",
     )
     allow_ula: bool = Field(False, alias="allowULA", description="Accept unique-local prefixes (fc00::/7).")
+    service_ip_annotation: Literal["cilium", "metallb"] = Field(
+        "cilium",
+        alias="serviceIPAnnotation",
+        description="HA mode: lbipam.cilium.io/ips or metallb.io/loadBalancerIPs, unless a Service says otherwise.",
+    )
     leader_election: LeaderElectionSection = Field(
         default_factory=LeaderElectionSection, alias="leaderElection"
     )

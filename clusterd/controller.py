@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,7 +25,16 @@ from clusterd import crd
 from clusterd.adapters.kube import Conflict, Gone, Kube, Ref
 from clusterd.config import Config
 from clusterd.core import pools as poolplan
-from clusterd.core.status import Event, Policy, Report, plan, pool_condition
+from clusterd.core import services as svcplan
+from clusterd.core.status import (
+    POOLS_SYNCED,
+    SERVICES_SYNCED,
+    Event,
+    Policy,
+    Report,
+    plan,
+    with_condition,
+)
 from clusterd.metrics import Metrics
 from routerd.logs import RateLimited, kv
 
@@ -45,6 +55,8 @@ class _Pending:
     names: set[str]
     future: asyncio.Future[tuple[int, str]]
     applied: list[str]
+    after: int
+    """Only reconciles that start after this one (by the controller's counter) answer it."""
 
 
 class Controller:
@@ -71,7 +83,15 @@ class Controller:
         self._pool_problems: dict[tuple[str, str], str] = {}
         self._waiters: list[_Pending] = []
         self._limited = RateLimited(LOG)
+        self._started = 0
+        """Counts reconciles as they start (webhook answers wait for a later one)."""
         self._pool_watch_restart: Callable[[], None] | None = None
+        self.services: dict[str, dict[str, Any]] = {}
+        """Services that name a DynamicPrefix or carry clusterd's record, by namespace/name."""
+        self._service_problems: dict[str, str] = {}
+        self._service_waiting: set[str] = set()
+        self._writers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="api-write")
+        self._write_slots = asyncio.Semaphore(16)
 
     # -- inputs: watches -------------------------------------------------------------------------
 
@@ -153,6 +173,21 @@ class Controller:
             for name in self.dps:
                 self.enqueue(name)
 
+    def on_service(self, kind: str, obj: Any) -> None:
+        items = obj if kind == "SYNC" else [obj]
+        if kind == "SYNC":
+            self.services.clear()
+        for o in items:
+            m = o["metadata"]
+            key = f"{m['namespace']}/{m['name']}"
+            ann = m.get("annotations") or {}
+            if kind == "DELETED" or (poolplan.NAME not in ann and svcplan.OWNED not in ann):
+                if self.services.pop(key, None) is not None:
+                    self._service_problems.pop(key, None)
+                continue
+            self.services[key] = o
+            self.enqueue(f"svc:{key}")
+
     # -- inputs: prefix reports ---------------------------------------------------------------------
 
     def _matching(self, report: Report) -> set[str]:
@@ -200,7 +235,7 @@ class Controller:
         if not names:
             s = report.state
             return 202, f"accepted; no DynamicPrefix takes routerd {s.router}/{s.interface} over the webhook"
-        pending = _Pending(set(names), asyncio.get_running_loop().create_future(), [])
+        pending = _Pending(set(names), asyncio.get_running_loop().create_future(), [], self._started)
         self._waiters.append(pending)
         try:
             return await asyncio.wait_for(asyncio.shield(pending.future), WEBHOOK_WAIT)
@@ -210,10 +245,10 @@ class Controller:
             if pending in self._waiters:
                 self._waiters.remove(pending)
 
-    def _resolve(self, name: str, code: int, message: str) -> None:
+    def _resolve(self, name: str, code: int, message: str, started: int) -> None:
         for w in list(self._waiters):
-            if name not in w.names or w.future.done():
-                continue
+            if name not in w.names or w.future.done() or started <= w.after:
+                continue  # a reconcile that began before the message arrived says nothing about it
             if code >= 300:
                 w.future.set_result((code, f"{name}: {message}"))
                 continue
@@ -259,12 +294,16 @@ class Controller:
         while True:
             key = await self._queue.get()
             self._queued.discard(key)
+            self._started += 1
+            started = self._started
             try:
-                if key.startswith("release:"):
+                if key.startswith("svc:"):
+                    await self._sync_service(key[4:])
+                elif key.startswith("release:"):
                     _, plural, name = key.split(":", 2)
                     await self._release_pool(plural, name)
                 else:
-                    await self.reconcile(key)
+                    await self.reconcile(key, started)
                 self._failures.pop(key, None)
             except Conflict:
                 self.enqueue(key)  # planned from a stale copy: the watch brings the fresh one
@@ -272,7 +311,7 @@ class Controller:
                 raise
             except Exception as e:
                 self.metrics.reconcile_errors.labels("dynamicprefix").inc()
-                self._resolve(key, 503, f"could not write: {e}; retry")
+                self._resolve(key, 503, f"could not write: {e}; retry", started)
                 self._retry_later(key, f"{type(e).__name__}: {e}")
 
     # -- reconcile -----------------------------------------------------------------------------------
@@ -302,7 +341,7 @@ class Controller:
                     "(hostNetwork and NET_RAW) or use routerd")  # fmt: skip
         return None
 
-    async def reconcile(self, name: str) -> None:
+    async def reconcile(self, name: str, started: int) -> None:
         if not self.leader:
             return
         obj = self.dps.get(name)
@@ -310,9 +349,9 @@ class Controller:
             await self._orphaned_pools(name)
             return
         with self.metrics.reconcile_seconds.time():
-            await self._reconcile(name, obj)
+            await self._reconcile(name, obj, started)
 
-    async def _reconcile(self, name: str, obj: dict[str, Any]) -> None:
+    async def _reconcile(self, name: str, obj: dict[str, Any], started: int) -> None:
         spec = self._spec(obj)
         if spec is None:
             self._limited.warning(
@@ -347,13 +386,15 @@ class Controller:
         await self._events(obj, events)
         self._schedule(name, next_check)
         ok, reason, message = await self._sync_pools(name, spec, status)
-        with_pools = pool_condition(status, now, generation, ok, reason, message)
-        if with_pools != status:
-            obj = await self._write_status(obj, with_pools)
+        synced = with_condition(status, now, generation, POOLS_SYNCED, ok, reason, message)
+        ok, reason, message = await self._sync_services(name, spec, status)
+        synced = with_condition(synced, now, generation, SERVICES_SYNCED, ok, reason, message)
+        if synced != status:
+            obj = await self._write_status(obj, synced)
         if rejected is not None:
-            self._resolve(name, 409, rejected)
+            self._resolve(name, 409, rejected, started)
         else:
-            self._resolve(name, 200, "applied")
+            self._resolve(name, 200, "applied", started)
 
     async def _write_status(self, obj: dict[str, Any], status: crd.DynamicPrefixStatus) -> dict[str, Any]:
         try:
@@ -465,6 +506,130 @@ class Controller:
         kind = next(k for k in poolplan.KINDS if k.plural == plural)
         current = list((pobj.get("spec") or {}).get(kind.field) or [])
         await self._apply(plural, kind, pobj, poolplan.plan(current, ann, None))
+
+    # -- Services (HA mode) -------------------------------------------------------------------------------
+
+    def _service_view(self, obj: dict[str, Any]) -> svcplan.ServiceView:
+        m = obj["metadata"]
+        ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        return svcplan.ServiceView(
+            namespace=m["namespace"],
+            name=m["name"],
+            type=(obj.get("spec") or {}).get("type", ""),
+            annotations=m.get("annotations") or {},
+            ingress_ips=tuple(i["ip"] for i in ingress if i.get("ip")),
+        )
+
+    def _dp_of(
+        self, view: svcplan.ServiceView
+    ) -> tuple[crd.DynamicPrefixSpec | None, crd.DynamicPrefixStatus | None]:
+        obj = self.dps.get(view.annotations.get(poolplan.NAME, ""))
+        if obj is None:
+            return None, None
+        spec = self._spec(obj)
+        try:
+            status = crd.DynamicPrefixStatus.model_validate(obj.get("status") or {})
+        except ValidationError:
+            status = crd.DynamicPrefixStatus()
+        return spec, status
+
+    async def _write_service(self, key: str, obj: dict[str, Any], p: svcplan.ServicePlan) -> None:
+        async with self._write_slots:
+            loop = asyncio.get_running_loop()
+            try:
+                got = await loop.run_in_executor(
+                    self._writers, self.kube.patch_service_annotations, obj, p.annotations
+                )
+            except Gone:
+                return
+            except Exception:
+                self.metrics.service_syncs.labels("failed").inc()
+                raise
+        self.metrics.api_writes.inc()
+        self.metrics.service_syncs.labels("written").inc()
+        if key in self.services:
+            self.services[key] = got
+        await self._events(got, [Event("Normal", "AddressesUpdated", p.summary)] if p.summary else [])
+
+    async def _service_problem(self, key: str, obj: dict[str, Any], problem: str | None) -> bool:
+        """Record (and announce once) a Service's problem; True when it changed."""
+        if self._service_problems.get(key) == problem:
+            return False
+        if problem is None:
+            self._service_problems.pop(key, None)
+            return True
+        self._service_problems[key] = problem
+        await self._events(obj, [Event("Warning", "NotSynced", problem)])
+        return True
+
+    async def _sync_service(self, key: str) -> None:
+        if not self.leader:
+            return
+        obj = self.services.get(key)
+        if obj is None:
+            return
+        view = self._service_view(obj)
+        spec, status = self._dp_of(view)
+        p = svcplan.plan(view, spec, status, self.cfg.service_ip_annotation)
+        changed = await self._service_problem(key, obj, p.problem)
+        if p.waiting != (key in self._service_waiting):
+            changed = True
+            if p.waiting:
+                self._service_waiting.add(key)
+            else:
+                self._service_waiting.discard(key)
+        if changed and view.annotations.get(poolplan.NAME) in self.dps:
+            self.enqueue(view.annotations[poolplan.NAME])  # its ServicesSynced condition changes
+        if p.annotations:
+            await self._write_service(key, obj, p)
+        else:
+            self.metrics.service_syncs.labels("waiting" if p.waiting else "unchanged").inc()
+
+    async def _sync_services(
+        self, name: str, spec: crd.DynamicPrefixSpec, status: crd.DynamicPrefixStatus
+    ) -> tuple[bool, str, str]:
+        if spec.transition.mode != "ha":
+            mine = [
+                k
+                for k, o in self.services.items()
+                if svcplan.OWNED in (o["metadata"].get("annotations") or {})
+            ]
+            for key in mine:
+                self.enqueue(f"svc:{key}")  # take back what an earlier ha mode wrote
+            return (
+                True,
+                "SimpleMode",
+                "transition.mode is simple: Services keep the addresses Cilium gave them",
+            )
+        keys = [
+            k
+            for k, o in self.services.items()
+            if (o["metadata"].get("annotations") or {}).get(poolplan.NAME) == name
+        ]
+        writes = []
+        waiting = 0
+        for key in keys:
+            obj = self.services[key]
+            p = svcplan.plan(self._service_view(obj), spec, status, self.cfg.service_ip_annotation)
+            await self._service_problem(key, obj, p.problem)
+            waiting += p.waiting
+            if p.waiting:
+                self._service_waiting.add(key)
+            else:
+                self._service_waiting.discard(key)
+            if p.annotations:
+                writes.append(self._write_service(key, obj, p))
+        results = await asyncio.gather(*writes, return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if any(isinstance(f, Conflict) for f in failures):
+            raise Conflict("a Service changed while it was being written")
+        if failures:
+            raise failures[0]
+        problems = [f"{k}: {p}" for k, p in sorted(self._service_problems.items()) if k in keys]
+        if problems:
+            return False, "ServiceProblems", "; ".join(problems)
+        note = f" ({waiting} waiting for an address)" if waiting else ""
+        return True, "Synced", f"{len(keys)} Service(s) in step{note}"
 
     # -- RA fallback interfaces ---------------------------------------------------------------------------
 

@@ -70,6 +70,9 @@ class Clusterd:
         )
         self._watchers.append(self._watch("dynamicprefixes", custom.list_cluster_custom_object,
                                           (crd.GROUP, crd.VERSION, crd.PLURAL), ctl.on_dp))  # fmt: skip
+        core = k8s.CoreV1Api(api_client(self.cfg.kubeconfig))
+        self._watchers.append(self._watch("services", core.list_service_for_all_namespaces, (), ctl.on_service,
+                                          to_dict=True))  # fmt: skip
         self._tasks.append(asyncio.create_task(ctl.run(), name="controller"))
         self.health = HealthServer(self.cfg.health_listen, ctl.ready, self.metrics)
         await self.health.start()

@@ -78,7 +78,14 @@ class Ref:
     @classmethod
     def of(cls, obj: dict[str, Any]) -> Ref:
         m = obj["metadata"]
-        return cls(obj["apiVersion"], obj["kind"], m["name"], m.get("namespace"), m.get("uid"))
+        # Items of a list response carry no apiVersion/kind; only Services reach here that way.
+        return cls(
+            obj.get("apiVersion", "v1"),
+            obj.get("kind", "Service"),
+            m["name"],
+            m.get("namespace"),
+            m.get("uid"),
+        )
 
 
 class Kube:

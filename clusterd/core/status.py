@@ -32,6 +32,7 @@ UNIQUE_LOCAL = IPv6Network("fc00::/7")
 
 PREFIX_ACQUIRED = "PrefixAcquired"
 POOLS_SYNCED = "PoolsSynced"
+SERVICES_SYNCED = "ServicesSynced"
 DEGRADED = "Degraded"
 SOURCE_ROUTERD = "routerd"
 SOURCE_RA = "router-advertisement"
@@ -109,7 +110,7 @@ class _Conditions:
             self.new[type_] = self.old[type_]
 
     def ordered(self) -> list[Condition]:
-        order = [PREFIX_ACQUIRED, POOLS_SYNCED, "ServicesSynced", DEGRADED]
+        order = [PREFIX_ACQUIRED, POOLS_SYNCED, SERVICES_SYNCED, DEGRADED]
         return sorted(
             self.new.values(), key=lambda c: (order.index(c.type) if c.type in order else 99, c.type)
         )
@@ -315,6 +316,21 @@ def plan(
             # Same prefix: record the sequence only if something else changes too
             # (no API write for a heartbeat); order is kept by the last change.
             source = source if _only_heartbeat(history, report_lifetimes, now) else new_source
+        for p in msg.prefixes:
+            # An old prefix clusterd never saw as current (it started after the change,
+            # or missed it) still has addresses in use: it drains like any other.
+            name = str(p.prefix)
+            if name in history or p.prefix == current or p.state is PrefixStatus.PREFERRED:
+                continue
+            if p.valid_lifetime == 0 or not usable(p.prefix, policy.allow_ula):
+                continue
+            history[name] = HistoryEntry(
+                prefix=name,
+                acquired_at=rfc3339(report.received_at),
+                deprecated_at=rfc3339(now),
+                valid_until=None,
+                state="draining",
+            )
         for name, until in report_lifetimes.items():
             entry = history.get(name)
             if entry is not None:
@@ -377,7 +393,7 @@ def plan(
     else:
         conds.set(PREFIX_ACQUIRED, "False", "WaitingForPrefix", _waiting_message(spec))
     conds.keep(POOLS_SYNCED)
-    conds.keep("ServicesSynced")
+    conds.keep(SERVICES_SYNCED)
     only_pd = (
         spec.acquisition.dhcpv6pd is not None
         and spec.acquisition.routerd is None
@@ -441,12 +457,18 @@ def _waiting_message(spec: DynamicPrefixSpec) -> str:
     return "no enabled acquisition source"
 
 
-def pool_condition(
-    status: DynamicPrefixStatus, now: datetime, generation: int, ok: bool, reason: str, message: str
+def with_condition(
+    status: DynamicPrefixStatus,
+    now: datetime,
+    generation: int,
+    type_: str,
+    ok: bool,
+    reason: str,
+    message: str,
 ) -> DynamicPrefixStatus:
-    """``status`` with PoolsSynced set (its transition time moves only when its status does)."""
+    """``status`` with one condition set (its transition time moves only when its status does)."""
     conds = _Conditions(now, generation, {c.type: c for c in status.conditions})
     for c in status.conditions:
         conds.keep(c.type)
-    conds.set(POOLS_SYNCED, "True" if ok else "False", reason, message)
+    conds.set(type_, "True" if ok else "False", reason, message)
     return status.model_copy(update={"conditions": conds.ordered()})

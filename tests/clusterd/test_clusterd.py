@@ -103,7 +103,7 @@ def metric(cd: Clusterd, name: str, **labels: str) -> float:
 
 
 def events_for(kube: KubeAPI, name: str) -> list[str]:
-    evs = k8s.CoreV1Api(kube.admin()).list_namespaced_event("default").items
+    evs = k8s.CoreV1Api(kube.admin()).list_event_for_all_namespaces().items
     return [e.reason for e in evs if e.involved_object.name == name]
 
 

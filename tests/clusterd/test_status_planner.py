@@ -270,3 +270,10 @@ def test_any_sequence_of_reports_yields_a_valid_status(
         assert s.current_prefix is None or s.history[0].prefix == s.current_prefix
         again = plan(r.spec, s, None, now, 1, r.policy)
         assert again.status == s, "planning again with nothing new must not change the status"
+
+
+def test_an_old_prefix_never_seen_as_current_still_drains() -> None:
+    r = Run()
+    r.feed(report(1, entry(B), entry(A, "deprecated", valid=7200), entry(C, "withdrawn", valid=0)), T0)
+    assert r.history() == [(B, "active"), (A, "draining")]
+    assert r.status.history[1].valid_until == "2026-11-26T14:00:00Z"

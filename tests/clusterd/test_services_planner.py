@@ -1,0 +1,156 @@
+"""The HA Service planner (clusterd/core/services.py): offsets from whichever prefix holds the address,
+DNS on the current address only, users' values kept, pinned suffixes, release, simple mode."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from clusterd.core import services as sv
+from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
+
+SPEC = DynamicPrefixSpec.model_validate({
+    "acquisition": {"routerd": {"router": "edge", "interface": "br-lan"}},
+    "addressRanges": [{"name": "lb", "start": "::f000:0:0:0", "end": "::ffff:ffff:ffff:ffff"}],
+    "transition": {"mode": "ha", "maxPrefixHistory": 2},
+})  # fmt: skip
+SIMPLE = SPEC.model_copy(update={"transition": SPEC.transition.model_copy(update={"mode": "simple"})})
+A, B, C = "2001:db8:a::/64", "2001:db8:b::/64", "2001:db8:c::/64"
+
+
+def status(*history: tuple[str, str]) -> DynamicPrefixStatus:
+    return DynamicPrefixStatus.model_validate({
+        "currentPrefix": next((p for p, s in history if s == "active"), None),
+        "history": [{"prefix": p, "state": s, "acquiredAt": "2026-11-26T12:00:00Z"} for p, s in history],
+    })  # fmt: skip
+
+
+def svc(
+    ann: dict[str, str] | None = None, ips: tuple[str, ...] = (), type_: str = "LoadBalancer"
+) -> sv.ServiceView:
+    base = {"dynamic-prefix.io/name": "home", "dynamic-prefix.io/service-address-range": "lb"}
+    return sv.ServiceView("apps", "web", type_, {**base, **(ann or {})}, ips)
+
+
+def apply(s: sv.ServiceView, p: sv.ServicePlan) -> sv.ServiceView:
+    ann = dict(s.annotations)
+    for k, v in p.annotations.items():
+        if v is None:
+            ann.pop(k, None)
+        else:
+            ann[k] = v
+    return sv.ServiceView(s.namespace, s.name, s.type, ann, s.ingress_ips)
+
+
+def test_the_original_operators_bug_case_old_address_when_the_change_lands() -> None:
+    # The Service still holds its prefix-A address; the current prefix is already B.
+    s = svc(ips=("2001:db8:a:0:f000::2a",))
+    p = sv.plan(s, SPEC, status((B, "active"), (A, "draining")))
+    assert p.annotations[sv.CILIUM_IPS] == "2001:db8:b:0:f000::2a,2001:db8:a:0:f000::2a"
+    assert p.annotations[sv.DNS_TARGET] == "2001:db8:b:0:f000::2a"
+
+
+def test_a_to_b_to_c_with_two_previous_prefixes() -> None:
+    s = svc(ips=("2001:db8:a:0:f000::7",))
+    steps = [
+        (status((A, "active")), "2001:db8:a:0:f000::7"),
+        (status((B, "active"), (A, "draining")), "2001:db8:b:0:f000::7,2001:db8:a:0:f000::7"),
+        (status((C, "active"), (B, "draining"), (A, "draining")),
+         "2001:db8:c:0:f000::7,2001:db8:b:0:f000::7,2001:db8:a:0:f000::7"),
+        (status((C, "active"), (B, "draining"), (A, "expired")), "2001:db8:c:0:f000::7,2001:db8:b:0:f000::7"),
+    ]  # fmt: skip
+    for st, want in steps:
+        s = apply(s, sv.plan(s, SPEC, st))
+        assert s.annotations[sv.CILIUM_IPS] == want
+        assert s.annotations[sv.DNS_TARGET] == want.split(",")[0]
+        assert sv.plan(s, SPEC, st).annotations == {}, "planning again changes nothing"
+
+
+def test_dual_stack_keeps_the_users_ipv4_and_its_own_dns_entries() -> None:
+    s = svc(
+        {sv.CILIUM_IPS: "192.0.2.10", sv.DNS_TARGET: "203.0.113.7"},
+        ips=("192.0.2.10", "2001:db8:a:0:f000::5"),
+    )
+    s = apply(s, sv.plan(s, SPEC, status((B, "active"), (A, "draining"))))
+    assert s.annotations[sv.CILIUM_IPS] == "2001:db8:b:0:f000::5,2001:db8:a:0:f000::5,192.0.2.10"
+    assert s.annotations[sv.DNS_TARGET] == "2001:db8:b:0:f000::5,203.0.113.7"
+    unannotated = sv.ServiceView(
+        s.namespace,
+        s.name,
+        s.type,
+        {k: v for k, v in s.annotations.items() if k != "dynamic-prefix.io/name"},
+        s.ingress_ips,
+    )
+    released = apply(unannotated, sv.plan(unannotated, SPEC, None))  # fmt: skip
+    assert released.annotations.get(sv.CILIUM_IPS) == "192.0.2.10"
+    assert released.annotations.get(sv.DNS_TARGET) == "203.0.113.7"
+    assert sv.OWNED not in released.annotations
+
+
+def test_pinned_suffix_follows_the_prefix() -> None:
+    s = svc({sv.HOST_SUFFIX: "::f000:0:0:10"})
+    p = sv.plan(s, SPEC, status((B, "active"), (A, "draining")))
+    assert p.annotations[sv.CILIUM_IPS] == "2001:db8:b:0:f000::10,2001:db8:a:0:f000::10"
+    bad = sv.plan(svc({sv.HOST_SUFFIX: "::10"}), SPEC, status((B, "active")))
+    assert bad.annotations == {} and bad.problem is not None and "outside range lb" in bad.problem
+    garbage = sv.plan(svc({sv.HOST_SUFFIX: "ten"}), SPEC, status((B, "active")))
+    assert garbage.problem is not None and "not an IPv6 suffix" in garbage.problem
+
+
+def test_no_address_yet_waits_and_an_address_outside_every_range_is_a_problem() -> None:
+    assert sv.plan(svc(), SPEC, status((A, "active"))).waiting
+    assert sv.plan(svc(ips=("192.0.2.1",)), SPEC, status((A, "active"))).waiting
+    p = sv.plan(svc(ips=("2001:db8:a::1",)), SPEC, status((A, "active")))
+    assert p.problem is not None and "outside range lb" in p.problem and p.annotations == {}
+
+
+def test_dns_opt_out_and_metallb() -> None:
+    p = sv.plan(svc({sv.MANAGE_DNS: "false"}, ips=("2001:db8:a:0:f000::1",)), SPEC, status((A, "active")))
+    assert sv.DNS_TARGET not in p.annotations
+    p = sv.plan(
+        svc({"metallb.io/address-pool": "v6"}, ips=("2001:db8:a:0:f000::1",)), SPEC, status((A, "active"))
+    )
+    assert p.annotations[sv.METALLB_IPS] == "2001:db8:a:0:f000::1" and sv.CILIUM_IPS not in p.annotations
+    p = sv.plan(svc(ips=("2001:db8:a:0:f000::1",)), SPEC, status((A, "active")), default_annotation="metallb")
+    assert sv.METALLB_IPS in p.annotations
+    p = sv.plan(svc({sv.CILIUM_IPS_OLD: ""}, ips=("2001:db8:a:0:f000::1",)), SPEC, status((A, "active")))
+    assert p.annotations[sv.CILIUM_IPS_OLD] == "2001:db8:a:0:f000::1"
+
+
+def test_simple_mode_and_non_loadbalancers_are_left_alone() -> None:
+    s = svc(ips=("2001:db8:a:0:f000::1",))
+    assert sv.plan(s, SIMPLE, status((B, "active"), (A, "draining"))).annotations == {}
+    assert (
+        sv.plan(
+            svc(type_="ClusterIP", ips=("2001:db8:a:0:f000::1",)), SPEC, status((A, "active"))
+        ).annotations
+        == {}
+    )
+
+
+def test_switching_to_simple_takes_back_what_ha_mode_wrote() -> None:
+    s = apply(
+        svc(ips=("2001:db8:a:0:f000::1",)),
+        sv.plan(svc(ips=("2001:db8:a:0:f000::1",)), SPEC, status((A, "active"))),
+    )
+    p = sv.plan(s, SIMPLE, status((A, "active")))
+    assert p.annotations == {sv.OWNED: None, sv.CILIUM_IPS: None, sv.DNS_TARGET: None}
+
+
+def test_the_range_annotation_falls_back_and_must_exist() -> None:
+    base: dict[str, Any] = {"dynamic-prefix.io/name": "home"}
+    s = sv.ServiceView(
+        "a", "b", "LoadBalancer", {**base, "dynamic-prefix.io/address-range": "lb"}, ("2001:db8:a:0:f000::1",)
+    )
+    assert sv.plan(s, SPEC, status((A, "active"))).annotations
+    s = sv.ServiceView("a", "b", "LoadBalancer", {**base, sv.SERVICE_RANGE: "nope"}, ())
+    assert "not in the DynamicPrefix" in (sv.plan(s, SPEC, status((A, "active"))).problem or "")
+    s = sv.ServiceView("a", "b", "LoadBalancer", base, ())
+    assert "service-address-range" in (sv.plan(s, SPEC, status((A, "active"))).problem or "")
+
+
+def test_an_unreadable_record_owns_nothing() -> None:
+    s = svc({sv.OWNED: "{oops", sv.CILIUM_IPS: "2001:db8:a:0:f000::99"}, ips=("2001:db8:a:0:f000::1",))
+    p = sv.plan(s, SPEC, status((A, "active")))
+    assert p.annotations[sv.CILIUM_IPS] == "2001:db8:a:0:f000::1,2001:db8:a:0:f000::99"
+    assert json.loads(p.annotations[sv.OWNED] or "{}")[sv.CILIUM_IPS] == ["2001:db8:a:0:f000::1"]
