@@ -270,11 +270,18 @@ class Controller:
                 self.enqueue(name)
 
     def ready(self) -> tuple[bool, str]:
+        """Ready once the caches are filled; followers are ready too.
+
+        Gating readiness on leadership would stall every rolling update of a
+        two-replica Deployment (the new follower never turns ready). Followers
+        answer the webhook with 503 instead, and routerd retries.
+        """
         if not self.dp_synced.is_set():
             return False, "DynamicPrefix cache not synced yet"
-        if not self.leader:
-            return False, "follower: another replica holds the Lease"
-        return True, "ok"
+        return True, "ok (leader)" if self.leader else "ok (follower: another replica holds the Lease)"
+
+    def leading(self) -> tuple[bool, str]:
+        return (True, "leader") if self.leader else (False, "follower")
 
     # -- the work queue ----------------------------------------------------------------------------
 

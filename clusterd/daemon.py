@@ -74,7 +74,7 @@ class Clusterd:
         self._watchers.append(self._watch("services", core.list_service_for_all_namespaces, (), ctl.on_service,
                                           to_dict=True))  # fmt: skip
         self._tasks.append(asyncio.create_task(ctl.run(), name="controller"))
-        self.health = HealthServer(self.cfg.health_listen, ctl.ready, self.metrics)
+        self.health = HealthServer(self.cfg.health_listen, ctl.ready, self.metrics, ctl.leading)
         await self.health.start()
         elector = None
         if self.cfg.leader_election.enabled:

@@ -5,7 +5,7 @@
 
 - docs/wire-schema.json: the JSON Schema of the wire message (routerd/core/wire.py)
 - docs/configuration.md: routerd's and clusterd's configuration keys, from the pydantic models
-- manifests/crds/dynamic-prefix.io_dynamicprefixes.yaml: the DynamicPrefix CRD (clusterd/crd.py)
+- manifests/crds/ and the chart's crds/: the DynamicPrefix CRD (clusterd/crd.py)
 """
 
 from __future__ import annotations
@@ -140,6 +140,7 @@ TARGETS = {
     ROOT / "docs" / "wire-schema.json": wire_schema_json,
     ROOT / "docs" / "configuration.md": configuration_md,
     ROOT / "manifests" / "crds" / "dynamic-prefix.io_dynamicprefixes.yaml": dynamicprefix_crd,
+    ROOT / "manifests" / "charts" / "dynamic-prefix" / "crds" / "dynamic-prefix.io_dynamicprefixes.yaml": dynamicprefix_crd,
 }
 
 

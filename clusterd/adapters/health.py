@@ -1,4 +1,4 @@
-"""/healthz, /readyz and /metrics on their own port."""
+"""/healthz, /readyz, /leader and /metrics on their own port."""
 
 from __future__ import annotations
 
@@ -11,9 +11,16 @@ from clusterd.metrics import Metrics
 
 
 class HealthServer:
-    def __init__(self, listen: str, ready: Callable[[], tuple[bool, str]], metrics: Metrics) -> None:
+    def __init__(
+        self,
+        listen: str,
+        ready: Callable[[], tuple[bool, str]],
+        metrics: Metrics,
+        leading: Callable[[], tuple[bool, str]] | None = None,
+    ) -> None:
         self.listen = listen
         self.ready = ready
+        self.leading = leading or (lambda: (True, "leader"))
         self.metrics = metrics
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -23,6 +30,7 @@ class HealthServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/leader", self._leader)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         host, _, port = self.listen.rpartition(":")
@@ -41,6 +49,10 @@ class HealthServer:
 
     async def _readyz(self, request: web.Request) -> web.Response:
         ok, why = self.ready()
+        return web.Response(status=200 if ok else 503, text=why + "\n")
+
+    async def _leader(self, request: web.Request) -> web.Response:
+        ok, why = self.leading()
         return web.Response(status=200 if ok else 503, text=why + "\n")
 
     async def _metrics(self, request: web.Request) -> web.Response:

@@ -99,28 +99,6 @@ class Kube:
         self.writes = 0
         """API writes made (benchmarks and tests count them)."""
 
-    # -- discovery -------------------------------------------------------------------------
-
-    def served_versions(self, group: str) -> list[str]:
-        try:
-            groups = k8s.ApisApi(self.api).get_api_versions().groups
-        except k8s.ApiException as e:
-            _raise(e)
-            return []
-        for g in groups:
-            if g.name == group:
-                return [v.version for v in g.versions]
-        return []
-
-    def resource_served(self, group: str, version: str, plural: str) -> bool:
-        try:
-            found = self.custom.list_cluster_custom_object(group, version, plural, limit=1)
-        except k8s.ApiException as e:
-            if e.status == 404:
-                return False
-            raise
-        return isinstance(found, dict)
-
     # -- DynamicPrefix ---------------------------------------------------------------------
 
     def replace_status(self, obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:

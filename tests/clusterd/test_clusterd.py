@@ -306,16 +306,15 @@ def test_two_replicas_one_writes_and_the_other_takes_over(cluster: KubeAPI, clus
     one = clusterd_factory(leader_election=True, identity="one")
     one.wait_ready()
     two = clusterd_factory(leader_election=True, identity="two")
-    wait_until(
-        lambda: two.get("/readyz")[0] == 503 and "follower" in two.get("/readyz")[1], what="two follows"
-    )
+    two.wait_ready()  # followers are ready (a rolling update must not stall); /leader tells them apart
+    assert two.get("/leader")[0] == 503 and one.get("/leader")[0] == 200
     got, text = post_state(two.webhook_url, WEBHOOK_SECRET, state("edge", "br-lan", 1, prefix(A)))
     assert got == 503 and "not the leader" in text
     assert current(cluster) is None
     got, _ = post_state(one.webhook_url, WEBHOOK_SECRET, state("edge", "br-lan", 2, prefix(A)))
     assert got == 200 and current(cluster) == A
     one.kill()  # no clean release: two must wait for the lease to run out (4 s)
-    two.wait_ready(timeout=15)
+    wait_until(lambda: two.get("/leader")[0] == 200, timeout=15, what="two leads")
     got, _ = post_state(
         two.webhook_url, WEBHOOK_SECRET, state("edge", "br-lan", 3, prefix(B), prefix(A, "deprecated"))
     )
@@ -385,6 +384,6 @@ def test_sigterm_hands_the_lease_over_at_once(cluster: KubeAPI, clusterd_factory
     wait_until(lambda: "follower" in two.get("/readyz")[1], what="two follows")
     t0 = time.monotonic()
     assert one.stop() == 0
-    two.wait_ready(timeout=10)
+    wait_until(lambda: two.get("/leader")[0] == 200, timeout=10, what="two leads")
     assert time.monotonic() - t0 < 10  # far below the 30 s lease: one released it
     assert post_state(two.webhook_url, WEBHOOK_SECRET, state("edge", "br-lan", 1, prefix(A)))[0] == 200

@@ -1,0 +1,146 @@
+"""The chart's RBAC is exactly enough: clusterd works under it, and without any one rule it does not.
+
+The ServiceAccount, ClusterRole and Role come from ``helm template`` of the
+chart itself; clusterd runs with that ServiceAccount's token against the
+RBAC-enforcing kube-apiserver and does everything it does in production
+(leader election, status, pools, CIDR groups, HA Services, Events). Then each
+rule is removed in turn and the same scenario must fail somewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+
+from tests.ground.apiserver import TEST_LABEL, KubeAPI
+from tests.ground.clusterd_proc import WEBHOOK_SECRET, Clusterd
+from tests.ground.messages import post_state, prefix, state
+from tests.packaging.conftest import find, render
+
+pytestmark = pytest.mark.apiserver
+
+NS = "dynamic-prefix"
+A = "2001:db8:a::/64"
+_run = itertools.count()
+
+
+def apply_rbac(kube: KubeAPI, cluster_rules: list[dict[str, Any]], ns_rules: list[dict[str, Any]]) -> None:
+    labels = {TEST_LABEL: "true"}
+    for kind, path, rules in (
+        ("ClusterRole", "/apis/rbac.authorization.k8s.io/v1/clusterroles", cluster_rules),
+        ("Role", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/roles", ns_rules),
+    ):
+        name = "dp-dynamic-prefix" if kind == "ClusterRole" else "dp-dynamic-prefix-leader"
+        kube.request("DELETE", f"{path}/{name}")
+        body = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind,
+                "metadata": {"name": name, "labels": labels}, "rules": rules}  # fmt: skip
+        code, resp = kube.request("POST", path, body)
+        assert code == 201, resp
+
+
+def scenario(kube: KubeAPI, token: str, work: Path) -> list[str]:
+    """Run clusterd as the chart's ServiceAccount; return the checks that did not pass."""
+    n = next(_run)
+    admin = kube.admin()
+    custom, core = k8s.CustomObjectsApi(admin), k8s.CoreV1Api(admin)
+    dp, router, pool, group, svc = f"home-{n}", f"edge-{n}", f"pool-{n}", f"grp-{n}", f"web-{n}"
+    custom.create_cluster_custom_object("dynamic-prefix.io", "v1alpha1", "dynamicprefixes", {
+        "apiVersion": "dynamic-prefix.io/v1alpha1", "kind": "DynamicPrefix", "metadata": {"name": dp},
+        "spec": {"acquisition": {"routerd": {"router": router, "interface": "br-lan"}},
+                 "addressRanges": [{"name": "lb", "start": "::f000:0:0:0", "end": "::ffff:ffff:ffff:ffff"}],
+                 "transition": {"mode": "ha", "maxPrefixHistory": 2}},
+    })  # fmt: skip
+    ann = {"dynamic-prefix.io/name": dp, "dynamic-prefix.io/address-range": "lb"}
+    custom.create_cluster_custom_object("cilium.io", "v2", "ciliumloadbalancerippools", {
+        "apiVersion": "cilium.io/v2", "kind": "CiliumLoadBalancerIPPool",
+        "metadata": {"name": pool, "annotations": ann}, "spec": {"blocks": []}})  # fmt: skip
+    custom.create_cluster_custom_object("cilium.io", "v2", "ciliumcidrgroups", {
+        "apiVersion": "cilium.io/v2", "kind": "CiliumCIDRGroup",
+        "metadata": {"name": group, "annotations": {"dynamic-prefix.io/name": dp}},
+        "spec": {"externalCIDRs": []}})  # fmt: skip
+    core.create_namespaced_service("apps", k8s.V1Service(
+        metadata=k8s.V1ObjectMeta(name=svc, annotations=ann),
+        spec=k8s.V1ServiceSpec(type="LoadBalancer", ip_families=["IPv6"],
+                               ports=[k8s.V1ServicePort(port=80)])))  # fmt: skip
+    core.patch_namespaced_service_status(svc, "apps", {"status": {"loadBalancer": {"ingress": [
+        {"ip": "2001:db8:a:0:f000::9"}]}}})  # fmt: skip
+    kube.request("DELETE", f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/dp-dynamic-prefix")
+
+    cd = Clusterd(kube, work / f"run-{n}", token=token, leader_election=True, identity=f"pod-{n}",
+                  extra={"leaderElection": {"enabled": True, "leaseName": "dp-dynamic-prefix",
+                                            "leaseDuration": 4, "retryPeriod": 0.5}})  # fmt: skip
+    failed: list[str] = []
+    deadline = time.monotonic() + 10
+
+    def wait(check: Any, what: str) -> None:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):  # a 403 is one way for a check to fail
+                if check():
+                    return
+            time.sleep(0.1)
+        failed.append(what)
+
+    try:
+        wait(lambda: cd.get("/readyz")[0] == 200, "ready")
+        wait(lambda: cd.get("/leader")[0] == 200, "leader")
+        wait(lambda: post_state(cd.webhook_url, WEBHOOK_SECRET, state(router, "br-lan", 1, prefix(A)))[0] == 200,
+             "webhook applied")  # fmt: skip
+
+        def dp_status() -> dict[str, Any]:
+            return dict(
+                custom.get_cluster_custom_object("dynamic-prefix.io", "v1alpha1", "dynamicprefixes", dp)
+            )
+
+        wait(lambda: dp_status().get("status", {}).get("currentPrefix") == A, "status written")
+        wait(lambda: custom.get_cluster_custom_object("cilium.io", "v2", "ciliumloadbalancerippools", pool)
+             ["spec"]["blocks"], "pool synced")  # fmt: skip
+        wait(lambda: custom.get_cluster_custom_object("cilium.io", "v2", "ciliumcidrgroups", group)
+             ["spec"]["externalCIDRs"], "CIDR group synced")  # fmt: skip
+        wait(lambda: "lbipam.cilium.io/ips" in (core.read_namespaced_service(svc, "apps").metadata.annotations or {}),
+             "Service annotated")  # fmt: skip
+        wait(lambda: any(e.involved_object.name == dp for e in core.list_event_for_all_namespaces().items),
+             "Event recorded")  # fmt: skip
+    finally:
+        cd.stop()
+    return failed
+
+
+def test_the_charts_rbac_is_enough_and_every_rule_is_needed(
+    helm: Path, cluster: KubeAPI, tmp_path: Path
+) -> None:
+    docs = render(helm, "replicaCount=2", namespace=NS)
+    cluster_rules = find(docs, "ClusterRole")["rules"]
+    ns_rules = find(docs, "Role", "-leader")["rules"]
+    sa = find(docs, "ServiceAccount")["metadata"]["name"]
+    for d in docs:
+        if d["kind"] in ("ClusterRoleBinding", "RoleBinding"):
+            d["metadata"].setdefault("labels", {})[TEST_LABEL] = "true"
+            path = ("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings" if d["kind"] == "ClusterRoleBinding"
+                    else f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/rolebindings")  # fmt: skip
+            assert cluster.request("POST", path, d)[0] == 201
+    k8s.CoreV1Api(cluster.admin()).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name="apps")))
+    token = cluster.service_account_token(NS, sa)
+
+    apply_rbac(cluster, cluster_rules, ns_rules)
+    assert scenario(cluster, token, tmp_path) == [], "clusterd does not work with the chart's own RBAC"
+
+    without: dict[str, list[str]] = {}
+    for where, rules in (("ClusterRole", cluster_rules), ("Role", ns_rules)):
+        for i, rule in enumerate(rules):
+            fewer = copy.deepcopy(rules)
+            del fewer[i]
+            if where == "ClusterRole":
+                apply_rbac(cluster, fewer, ns_rules)
+            else:
+                apply_rbac(cluster, cluster_rules, fewer)
+            label = f"{where} {rule.get('resources')} {rule.get('verbs')}"
+            without[label] = scenario(cluster, token, tmp_path)
+    unneeded = [label for label, failed in without.items() if not failed]
+    assert not unneeded, f"rules clusterd works without (not least privilege): {unneeded}"
