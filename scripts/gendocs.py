@@ -140,7 +140,7 @@ TARGETS = {
     ROOT / "docs" / "wire-schema.json": wire_schema_json,
     ROOT / "docs" / "configuration.md": configuration_md,
     ROOT / "manifests" / "crds" / "dynamic-prefix.io_dynamicprefixes.yaml": dynamicprefix_crd,
-    ROOT / "manifests" / "charts" / "dynamic-prefix" / "crds" / "dynamic-prefix.io_dynamicprefixes.yaml": dynamicprefix_crd,
+    ROOT / "manifests/charts/dynamic-prefix/crds/dynamic-prefix.io_dynamicprefixes.yaml": dynamicprefix_crd,
 }
 
 
