@@ -62,8 +62,8 @@ def _control_request(path: Path, req: dict[str, Any]) -> dict[str, Any]:
 
 
 def _socket_path(args: argparse.Namespace) -> Path:
-    if args.socket:
-        return Path(args.socket)
+    if args.socket or os.environ.get("ROUTERD_SOCKET"):
+        return Path(args.socket or os.environ["ROUTERD_SOCKET"])
     from routerd.daemon import control_path, state_dir
 
     cfg = cfgmod.load(args.config)

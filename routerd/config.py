@@ -208,7 +208,8 @@ def parse(doc: dict[str, Any], origin: str = "configuration") -> Config:
 
 
 def load(path: Path | None) -> Config:
-    """Load ``path``; with None, the embedded default (or /etc/routerd/routerd.toml if present)."""
+    """Load ``path`` (TOML, or OpenWrt's UCI format); with None, the embedded default
+    (or /etc/routerd/routerd.toml if present)."""
     if path is None:
         if not DEFAULT_PATH.exists():
             return Config()
@@ -217,11 +218,24 @@ def load(path: Path | None) -> Config:
         text = path.read_text()
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}; pass --config with a readable file") from None
+    if path.suffix != ".toml" and _looks_like_uci(text):
+        from routerd.uci import parse_uci
+
+        return parse(parse_uci(text, str(path)), str(path))
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from None
     return parse(doc, str(path))
+
+
+def _looks_like_uci(text: str) -> bool:
+    """OpenWrt's /etc/config/routerd: its first statement is ``config <type>``."""
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split()
+        if words:
+            return words[0] in ("config", "option", "list")
+    return False
 
 
 def read_secret(file: Path | None, env: str | None, what: str) -> str:

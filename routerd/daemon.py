@@ -63,6 +63,8 @@ def _writable_dir(candidates: list[Path]) -> Path:
 def state_dir(cfg: cfgmod.Config) -> Path:
     if cfg.state_dir is not None:
         return _writable_dir([cfg.state_dir])
+    if os.environ.get("STATE_DIRECTORY"):  # systemd's StateDirectory= (DynamicUser)
+        return _writable_dir([Path(os.environ["STATE_DIRECTORY"].split(":")[0])])
     home_state = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
     return _writable_dir([Path("/var/lib/routerd"), home_state / "routerd"])
 
@@ -70,6 +72,8 @@ def state_dir(cfg: cfgmod.Config) -> Path:
 def control_path(cfg: cfgmod.Config, state: Path) -> Path:
     if cfg.control_socket is not None:
         return cfg.control_socket
+    if os.environ.get("RUNTIME_DIRECTORY"):  # systemd's RuntimeDirectory= (DynamicUser)
+        return Path(os.environ["RUNTIME_DIRECTORY"].split(":")[0]) / "control.sock"
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if os.geteuid() == 0:
         return Path("/run/routerd/control.sock")

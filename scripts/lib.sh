@@ -1,6 +1,6 @@
 # Shared set-up steps for scripts/run and scripts/test. Every step is idempotent:
 # it checks first and only installs what is missing, so a warm machine pays nothing.
-# shellcheck shell=sh
+# shellcheck shell=sh disable=SC2034  # SYSTEM_PACKAGES_* are used by the scripts that source this
 
 : "${PYTHON:=python3}"
 : "${DP_CACHE:=${XDG_CACHE_HOME:-$HOME/.cache}/dynamic-prefix}"
