@@ -105,7 +105,10 @@ def configuration_md() -> str:
         "## routerd (`/etc/routerd/routerd.toml`)",
         "",
         "TOML. Every key is optional: with no file routerd watches the default-route interface and",
-        "prints JSON lines. Unknown keys are errors (a typo never passes silently).",
+        "prints JSON lines. Unknown keys are errors (a typo never passes silently). On OpenWrt the same",
+        "keys live in UCI form in /etc/config/routerd: `config routerd` holds the top-level keys,",
+        "`config interface` and `config webhook` sections repeat, `config mqtt` (and tracker, publish,",
+        "stdout) are the tables, `list` gives list values, and `option enabled '0'` turns a section off.",
         "",
         *model_reference(RouterdConfig, "top level"),
     ]
