@@ -76,6 +76,8 @@ class Controller:
         self.leader = not cfg.leader_election.enabled
         self.on_ra_interfaces: Callable[[set[str]], None] | None = None
         self.dp_synced = asyncio.Event()
+        self.crds_synced = asyncio.Event()
+        """Which Cilium versions are served is known (so a first pass does not report them missing)."""
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -152,6 +154,7 @@ class Controller:
         changed = False
         if kind == "SYNC":
             self.cilium_versions.clear()
+            self.crds_synced.set()
             changed = True
 
         for o in items:
@@ -276,8 +279,8 @@ class Controller:
         two-replica Deployment (the new follower never turns ready). Followers
         answer the webhook with 503 instead, and routerd retries.
         """
-        if not self.dp_synced.is_set():
-            return False, "DynamicPrefix cache not synced yet"
+        if not self.dp_synced.is_set() or not self.crds_synced.is_set():
+            return False, "caches not synced yet"
         return True, "ok (leader)" if self.leader else "ok (follower: another replica holds the Lease)"
 
     def leading(self) -> tuple[bool, str]:
@@ -298,6 +301,7 @@ class Controller:
         asyncio.get_running_loop().call_later(delay, self.enqueue, key)
 
     async def run(self) -> None:
+        await self.crds_synced.wait()
         while True:
             key = await self._queue.get()
             self._queued.discard(key)

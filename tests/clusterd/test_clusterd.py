@@ -254,7 +254,8 @@ def test_webhook_refuses_bad_input_with_4xx_and_writes_nothing(
     create_dp(cluster, router="edge")
     cd = clusterd_factory()
     cd.wait_ready()
-    wait_until(lambda: condition(get_dp(cluster), "PrefixAcquired") == ("False", "WaitingForPrefix"),
+    wait_until(lambda: condition(get_dp(cluster), "PoolsSynced") == ("True", "Synced")
+               and condition(get_dp(cluster), "PrefixAcquired") == ("False", "WaitingForPrefix"),
                what="clusterd's first status")  # fmt: skip
     rv = get_dp(cluster)["metadata"]["resourceVersion"]
     good = json.dumps(state("edge", "br-lan", 10, prefix(A))).encode()
