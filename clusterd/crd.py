@@ -206,6 +206,12 @@ class SourceStatus(_Model):
     boot: str | None = None
     sequence: int | None = None
     received_at: Time | None = Field(None, alias="receivedAt")
+    previous_boots: list[Annotated[str, Field(max_length=16)]] = Field(
+        [],
+        alias="previousBoots",
+        max_length=8,
+        description="Earlier routerd runs: their messages are refused.",
+    )
 
 
 class Condition(_Model):

@@ -149,6 +149,9 @@ def _accept(
         or (src.router, src.interface) != (msg.router, msg.interface)
     ):
         return None, ()
+    if msg.boot in src.previous_boots:
+        # A restarted router never reuses a boot id: this is a late or replayed message.
+        return f"a message from an earlier routerd run (boot {msg.boot}); ignored", ()
     if src.sequence is None or msg.sequence > src.sequence:
         return None, ()
     if msg.boot != src.boot:
@@ -263,6 +266,9 @@ def plan(
         for p in msg.prefixes:
             report_lifetimes[str(p.prefix)] = _valid_until(report.received_at, p.valid_lifetime)
         chosen = _pick(spec, msg, policy)
+        earlier = list(source.previous_boots) if source is not None else []
+        if source is not None and source.boot and source.boot != msg.boot and report.kind == SOURCE_ROUTERD:
+            earlier = [*earlier, source.boot][-8:]
         new_source = SourceStatus(
             kind=report.kind,
             router=msg.router if report.kind == SOURCE_ROUTERD else None,
@@ -271,6 +277,7 @@ def plan(
             boot=msg.boot if report.kind == SOURCE_ROUTERD else None,
             sequence=msg.sequence if report.kind == SOURCE_ROUTERD else None,
             received_at=rfc3339(report.received_at),
+            previous_boots=earlier,
         )
         if chosen != current:
             origin = f"{msg.router}/{msg.interface}" if report.kind == SOURCE_ROUTERD else msg.interface
@@ -408,6 +415,10 @@ def plan(
 
     elif rejected is not None and "new routerd run" in rejected:
         conds.set(DEGRADED, "True", "SequenceRegressed", rejected)
+    elif (
+        report is None and (was := conds.old.get(DEGRADED)) is not None and was.reason == "SequenceRegressed"
+    ):
+        conds.keep(DEGRADED)  # stays until a message from the new run is accepted
     elif only_pd:
         conds.set(DEGRADED, "True", "DHCPv6PDNotSupported",
                   "clusterd is not a DHCPv6 client: run routerd on the router with its DHCPv6 hook "

@@ -29,11 +29,12 @@ class Routerd:
         args: Sequence[str] = (),
         env: dict[str, str] | None = None,
         netns: str | None = None,
+        wrap: Sequence[str] | None = None,
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.config_path = workdir / "routerd.toml"
-        argv = [sys.executable, "-m", "routerd", "run"]
+        argv = [*(wrap or []), sys.executable, "-m", "routerd", "run"]
         if config is not None:
             self.config_path.write_text(config)
             argv += ["--config", str(self.config_path)]
@@ -117,6 +118,7 @@ def routerd_toml(
     webhook_url: str | None = None,
     webhook_secret_file: Path | None = None,
     control_socket: Path | None = None,
+    allowed_routers: Sequence[str] = (),
 ) -> str:
     """A routerd.toml for one interface with the common sinks (labs, benchmarks, the demo)."""
     lines = [f'router_id = "{router_id}"']
@@ -126,6 +128,8 @@ def routerd_toml(
     if stdout is not None:
         lines += ["[stdout]", f"enabled = {str(stdout).lower()}"]
     lines += ["[[interface]]", f'name = "{interface}"', f"netlink = {str(netlink).lower()}"]
+    if allowed_routers:
+        lines.append("allowed_routers = [" + ", ".join(f'"{r}"' for r in allowed_routers) + "]")
     if mqtt_port is not None:
         lines += ["[mqtt]", 'host = "127.0.0.1"', f"port = {mqtt_port}", "tls = false"]
     if webhook_url is not None:

@@ -1,0 +1,204 @@
+"""Faults during prefix changes, on the whole real pipeline; the invariants are checked after each.
+
+Every scenario stops by itself (deadlines, per-test timeout). docs/reliability.md
+has one row per scenario with what was done, what was checked and the result.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.ground.apiserver import KubeAPI
+from tests.ground.netlab import AdvPrefix, Lab
+from tests.ground.require import require_program
+from tests.ground.routerd_proc import current
+from tests.ground.waiting import wait_until
+from tests.reliability.pipeline import Pipeline, block
+
+pytestmark = [pytest.mark.lab, pytest.mark.apiserver, pytest.mark.mqtt, pytest.mark.timeout(240)]
+
+A, B, C = "2001:db8:a::/64", "2001:db8:b::/64", "2001:db8:c::/64"
+LONG = {"valid": 86400, "preferred": 14400}
+
+
+@pytest.fixture
+def pipe(cluster: KubeAPI, lab: Lab, tmp_path: Path) -> Iterator[Pipeline]:
+    p = Pipeline(cluster, lab, tmp_path)
+    yield p
+    p.close()
+
+
+def started(pipe: Pipeline, **clusterd: Any) -> None:
+    """clusterd and routerd up, prefix A current everywhere, the Service holding its A address."""
+    pipe.start_clusterd(**clusterd)
+    pipe.advertise([AdvPrefix(A, **LONG)], start=True)
+    pipe.start_routerd()
+    pipe.wait_current(A)
+    pipe.give_service_address(A)
+
+
+@pytest.mark.parametrize("persistence", [False, True])
+def test_broker_killed_and_restarted_during_a_prefix_change(cluster: KubeAPI, lab: Lab, tmp_path: Path,
+                                                            persistence: bool) -> None:  # fmt: skip
+    pipe = Pipeline(cluster, lab, tmp_path, persistence=persistence)
+    try:
+        started(pipe)
+        pipe.broker.stop(signal.SIGKILL)
+        pipe.advertise([AdvPrefix(A, valid=0, preferred=0), AdvPrefix(B, **LONG)])
+        assert pipe.routerd is not None
+        pipe.routerd.wait_for(lambda m: current(m) == B)  # routerd has it; the broker does not
+        pipe.broker.start()
+        pipe.wait_current(B, timeout=90)
+        assert block(A) in pipe.pool()  # A's valid lifetime (two-hour rule) is not over
+        pipe.check_invariants()
+    finally:
+        pipe.close()
+
+
+def test_api_server_and_etcd_stopped_during_a_drain(pipe: Pipeline, cluster: KubeAPI) -> None:
+    started(pipe)
+    pipe.advertise([AdvPrefix(A, valid=0, preferred=0), AdvPrefix(B, **LONG)])
+    pipe.wait_current(B)
+    cluster.stop()
+    pipe.advertise(
+        [AdvPrefix(A, valid=0, preferred=0), AdvPrefix(B, valid=0, preferred=0), AdvPrefix(C, **LONG)]
+    )
+    assert pipe.routerd is not None
+    pipe.routerd.wait_for(lambda m: current(m) == C)
+    time.sleep(3)  # clusterd fails to write and backs off while the API is gone
+    cluster.start()
+    pipe.restart_watch()
+    pipe.wait_current(C, timeout=120)
+    assert pipe.pool()[-3:] == [block(C), block(B), block(A)]
+    assert all(cd.proc.poll() is None for cd in pipe.clusterds), "clusterd died with the API server"
+    pipe.check_invariants()
+
+
+def test_clusterd_killed_between_the_status_write_and_the_pool_writes(pipe: Pipeline, cluster: KubeAPI,
+                                                                      tmp_path: Path) -> None:  # fmt: skip
+    from tests.packaging.conftest import find, render
+    from tests.packaging.test_rbac import apply_rbac
+
+    helm = tmp_path  # the chart's RBAC, minus the right to patch pools
+    from tests.ground import testbin
+
+    docs = render(testbin.find("helm") or testbin.build("helm"), namespace="dynamic-prefix")
+    rules = find(docs, "ClusterRole")["rules"]
+    binding = find(docs, "ClusterRoleBinding")
+    binding["metadata"].setdefault("labels", {})["dynamic-prefix.io/test"] = "true"
+    cluster.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", binding)
+    token = cluster.service_account_token("dynamic-prefix", find(docs, "ServiceAccount")["metadata"]["name"])
+    no_pools = [r for r in rules if "ciliumloadbalancerippools" not in r["resources"]]
+    apply_rbac(cluster, no_pools, [])
+    del helm
+    first = pipe.start_clusterd("first", token=token)
+    pipe.advertise([AdvPrefix(A, **LONG)], start=True)
+    pipe.start_routerd()
+    wait_until(lambda: pipe.dp().get("status", {}).get("currentPrefix") == A, 60, "status written")
+    assert block(A) not in pipe.pool()  # the pool write failed: the state of a crash right here
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait()
+    apply_rbac(cluster, rules, [])
+    pipe.start_clusterd("second", token=token)
+    pipe.wait_current(A)
+    pipe.check_invariants()
+
+
+def test_leader_killed_mid_transition_the_other_replica_finishes_it(pipe: Pipeline) -> None:
+    le = {"leader_election": True, "lease_duration": 4.0}
+    one = pipe.start_clusterd("one", **le)
+    wait_until(lambda: one.get("/leader")[0] == 200, 20, "one leads")
+    two = pipe.start_clusterd("two", **le)
+    pipe.advertise([AdvPrefix(A, **LONG)], start=True)
+    pipe.start_routerd()
+    pipe.wait_current(A)
+    one.proc.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    pipe.advertise([AdvPrefix(A, valid=0, preferred=0), AdvPrefix(B, **LONG)])
+    wait_until(lambda: two.get("/leader")[0] == 200, 15, "two takes over")
+    took = time.monotonic() - killed
+    print(f"takeover after {took:.1f} s (lease 4 s)")
+    assert took < 4.0 + 2.0, f"took over after {took:.1f} s (lease duration 4 s)"
+    pipe.wait_current(B, timeout=30)
+    pipe.check_invariants()
+
+
+def test_routerd_restarted_relearns_and_its_sequence_goes_on(pipe: Pipeline) -> None:
+    started(pipe)
+    assert pipe.routerd is not None
+    before = pipe.routerd.wait_for(lambda m: current(m) == A)
+    status = pipe.dp()["status"]
+    pipe.start_routerd()  # stop and start: it re-learns from the RAs it solicits
+    after = pipe.routerd.wait_for(lambda m: current(m) == A, timeout=30)
+    assert after["sequence"] > before["sequence"] and after["boot"] != before["boot"]
+    # The status records the new run (its boot orders later messages); nothing else moves.
+    wait_until(lambda: pipe.dp()["status"]["source"]["boot"] == after["boot"], 20, "the new boot recorded")
+    now = pipe.dp()["status"]
+    kept = ("currentPrefix", "history", "addressRanges", "leaseExpiresAt")
+    assert {k: now.get(k) for k in kept} == {k: status.get(k) for k in kept}
+    pipe.check_invariants()
+
+
+def test_routerd_cut_off_longer_than_the_old_prefixs_valid_lifetime(pipe: Pipeline) -> None:
+    pipe.start_clusterd()
+    pipe.advertise([AdvPrefix(A, valid=25, preferred=20)], start=True)
+    pipe.start_routerd()
+    pipe.wait_current(A)
+    pipe.advertise([AdvPrefix(A, valid=0, preferred=0), AdvPrefix(B, **LONG)])
+    assert pipe.routerd is not None
+    pipe.routerd.wait_for(lambda m: current(m) == B)
+    pipe.link.cut()  # the cable between router and broker
+    pipe.routerd.wait_for(lambda m: all(p["prefix"] != A or p["validLifetime"] == 0 for p in m["prefixes"]),
+                          timeout=40)  # fmt: skip
+    pipe.link.mend()
+    pipe.wait_current(B, timeout=90)
+    wait_until(lambda: block(A) not in pipe.pool(), 30, "A's block gone once its lifetime ran out")
+    history = {h["prefix"]: h["state"] for h in pipe.dp()["status"]["history"]}
+    assert history[B] == "active" and history.get(A) in ("expired", None)
+    pipe.check_invariants()
+
+
+def test_the_routers_clock_jumps_back_a_day(pipe: Pipeline) -> None:
+    faketime = require_program("faketime", "faketime")
+    started(pipe)
+    assert pipe.routerd is not None
+    before = pipe.routerd.wait_for(lambda m: current(m) == A)
+    pipe.start_routerd(wrap=[faketime, "-f", "-1d"])
+    after = pipe.routerd.wait_for(lambda m: current(m) == A, timeout=30)
+    assert after["observedAt"] < before["observedAt"], "the clock did not go back"
+    assert after["sequence"] > before["sequence"], "ordering must not follow the wall clock"
+    pipe.advertise([AdvPrefix(A, valid=0, preferred=0), AdvPrefix(B, **LONG)])
+    pipe.wait_current(B)  # clusterd applies the newer state although its wall time is a day older
+    pipe.check_invariants()
+
+
+def test_prefix_flapping_costs_a_bounded_number_of_writes(pipe: Pipeline) -> None:
+    from tests.clusterd.test_clusterd import metric
+
+    cd = pipe.start_clusterd()
+    pipe.advertise([AdvPrefix(A, **LONG)], start=True)
+    pipe.start_routerd(hold_down=2.0)
+    pipe.wait_current(A)
+    writes = metric(cd, "dynamic_prefix_api_writes_total")
+    flips = [[AdvPrefix(A, valid=0, preferred=0), AdvPrefix(B, **LONG)],
+             [AdvPrefix(B, valid=0, preferred=0), AdvPrefix(A, **LONG)]] * 3  # fmt: skip
+    for adv in flips:  # A -> B -> A -> B ... within seconds
+        pipe.advertise(adv)
+        time.sleep(0.4)
+    pipe.wait_current(A, timeout=30)
+    time.sleep(3)  # the last coalesced publish (hold-down 2 s) lands
+    pipe.wait_current(A, timeout=30)
+    spent = metric(cd, "dynamic_prefix_api_writes_total") - writes
+    print(f"flapping: {spent:.0f} API writes for 6 flips")
+    # Each applied change costs a status write, a pool write, a CIDR group write and the Service:
+    # the hold-down lets at most a few through, not one per flip.
+    assert spent <= 4 * 4, f"{spent} API writes for 6 flips"
+    pool = pipe.pool()
+    assert block(A) in pool and block(B) in pool
+    pipe.check_invariants()
