@@ -41,7 +41,17 @@ from routerd.logs import RateLimited, kv
 LOG = logging.getLogger("clusterd")
 COMPONENT = "dynamic-prefix-clusterd"
 CILIUM_CRDS = {f"{k.plural}.cilium.io": k for k in poolplan.KINDS}
-WEBHOOK_WAIT = 10.0
+# How long a webhook POST waits for its reconcile: below routerd's default 10 s
+# per-attempt timeout, so routerd hears "503, retry" rather than timing out.
+WEBHOOK_WAIT = 8.0
+POOL_SYNC_WAIT = 30.0
+
+
+def _holds(src: crd.SourceStatus | None, report: Report) -> bool:
+    """Whether a status source records exactly this routerd message (not reset or replaced since)."""
+    m = report.state
+    return src is not None and (src.router, src.interface, src.boot, src.sequence) == (
+        m.router, m.interface, m.boot, m.sequence)  # fmt: skip
 
 
 def utcnow() -> datetime:
@@ -77,6 +87,9 @@ class Controller:
         self.on_ra_interfaces: Callable[[set[str]], None] | None = None
         self.dp_synced = asyncio.Event()
         self.crds_synced = asyncio.Event()
+        self.services_synced = asyncio.Event()
+        self.pools_synced = asyncio.Event()
+        self._pools_pending: set[str] = set()
         """Which Cilium versions are served is known (so a first pass does not report them missing)."""
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
@@ -85,6 +98,8 @@ class Controller:
         self._pool_problems: dict[tuple[str, str], str] = {}
         self._waiters: list[_Pending] = []
         self._limited = RateLimited(LOG)
+        self._applied: dict[str, Report] = {}
+        """The routerd report each DynamicPrefix's status was last written from (by identity)."""
         self._started = 0
         """Counts reconciles as they start (webhook answers wait for a later one)."""
         self._pool_watch_restart: Callable[[], None] | None = None
@@ -106,6 +121,7 @@ class Controller:
         elif kind == "DELETED":
             name = obj["metadata"]["name"]
             self.dps.pop(name, None)
+            self._applied.pop(name, None)
             if (t := self._timers.pop(name, None)) is not None:
                 t.cancel()
         elif kind in ("ADDED", "MODIFIED"):
@@ -131,6 +147,9 @@ class Controller:
             if kind == "SYNC":
                 for key in [k for k in self.pools if k[0] == plural]:
                     del self.pools[key]
+                self._pools_pending.discard(plural)
+                if not self._pools_pending:
+                    self.pools_synced.set()
             for o in items:
                 key = (plural, o["metadata"]["name"])
                 if kind == "DELETED":
@@ -169,6 +188,10 @@ class Controller:
             elif self.cilium_versions.get(plural) != version:
                 self.cilium_versions[plural] = version
                 changed = True
+        if kind == "SYNC" and not self.pools_synced.is_set():
+            self._pools_pending = set(self.cilium_versions)  # the first reconcile waits for these lists
+            if not self._pools_pending:
+                self.pools_synced.set()
         if changed:
             LOG.info("Cilium CRDs", extra=kv(versions=dict(self.cilium_versions) or "none installed"))
             if self._pool_watch_restart is not None:
@@ -180,6 +203,7 @@ class Controller:
         items = obj if kind == "SYNC" else [obj]
         if kind == "SYNC":
             self.services.clear()
+            self.services_synced.set()
         for o in items:
             m = o["metadata"]
             key = f"{m['namespace']}/{m['name']}"
@@ -232,9 +256,16 @@ class Controller:
         if not self.leader:
             return 503, "this clusterd replica is not the leader; retry (the Service reaches the leader)"
         dropped = self.submit(report)
-        if dropped is not None:
-            return 409, dropped
         names = self._matching(report)
+        if dropped is not None:
+            s = report.state
+            held = self.reports.get((s.router, s.interface))
+            if held is None or held.state != s:
+                return 409, dropped
+            # The very message already held: a retry after a 503 or a lost answer. Answer it
+            # with the outcome of a fresh reconcile (which writes nothing if all is in place).
+            for name in names:
+                self.enqueue(name)
         if not names:
             s = report.state
             return 202, f"accepted; no DynamicPrefix takes routerd {s.router}/{s.interface} over the webhook"
@@ -279,8 +310,10 @@ class Controller:
         two-replica Deployment (the new follower never turns ready). Followers
         answer the webhook with 503 instead, and routerd retries.
         """
-        if not self.dp_synced.is_set() or not self.crds_synced.is_set():
-            return False, "caches not synced yet"
+        waiting = [n for n, e in (("DynamicPrefixes", self.dp_synced), ("CRDs", self.crds_synced),
+                                  ("Services", self.services_synced)) if not e.is_set()]  # fmt: skip
+        if waiting:
+            return False, f"caches not synced yet: {', '.join(waiting)}"
         return True, "ok (leader)" if self.leader else "ok (follower: another replica holds the Lease)"
 
     def leading(self) -> tuple[bool, str]:
@@ -301,7 +334,17 @@ class Controller:
         asyncio.get_running_loop().call_later(delay, self.enqueue, key)
 
     async def run(self) -> None:
+        # Plan from complete caches only: a reconcile before the Service or pool lists arrive would
+        # report "0 Service(s) in step" and write a status that the next pass takes back.
         await self.crds_synced.wait()
+        await self.services_synced.wait()
+        try:
+            await asyncio.wait_for(self.pools_synced.wait(), POOL_SYNC_WAIT)
+        except TimeoutError:
+            LOG.warning(
+                "pool lists not received; reconciling without them",
+                extra=kv(pending=sorted(self._pools_pending)),
+            )
         while True:
             key = await self._queue.get()
             self._queued.discard(key)
@@ -380,39 +423,49 @@ class Controller:
         events: list[Event] = []
         next_check = None
         rejected = None
+        applied = self._applied.get(name)
         reports: list[Report | None] = [*self._reports_for(spec)] or [None]
         for report in reports:
             src = status.source
             heard = self.heard.get((src.router or "", src.interface or "", src.boot)) if src else None
-            p = plan(spec, status, report, now, generation, self.policy, source_heard_at=heard,
+            # The report the status already holds is not planned again: its sequence is no longer
+            # newer, and a retry of it must hear "applied", not "stale".
+            fresh = None if report is not None and report is applied and _holds(src, report) else report
+            p = plan(spec, status, fresh, now, generation, self.policy, source_heard_at=heard,
                      environment_problem=self._environment_problem(spec))  # fmt: skip
             status, next_check = p.status, p.next_check
             events += p.events
-            if report is not None and report.kind == "routerd":
+            if fresh is not None and fresh.kind == "routerd":
                 rejected = p.rejected
+                if rejected is None:
+                    applied = fresh
         if status.current_prefix != current.current_prefix and status.current_prefix is not None:
             self.metrics.prefix_changes.labels(name).inc()
         if status != current:
             obj = await self._write_status(obj, status)
+        if applied is not None:
+            self._applied[name] = applied
         await self._events(obj, events)
         self._schedule(name, next_check)
         ok, reason, message = await self._sync_pools(name, spec, status)
         synced = with_condition(status, now, generation, POOLS_SYNCED, ok, reason, message)
-        ok, reason, message = await self._sync_services(name, spec, status)
-        synced = with_condition(synced, now, generation, SERVICES_SYNCED, ok, reason, message)
-        if synced != status:
-            obj = await self._write_status(obj, synced)
+        # A webhook sender hears back once the status and pools are written; Services, which
+        # can be thousands, follow and report through ServicesSynced.
         if rejected is not None:
             self._resolve(name, 409, rejected, started)
         else:
             self._resolve(name, 200, "applied", started)
+        ok, reason, message = await self._sync_services(name, spec, status)
+        synced = with_condition(synced, now, generation, SERVICES_SYNCED, ok, reason, message)
+        if synced != status:
+            obj = await self._write_status(obj, synced)
 
     async def _write_status(self, obj: dict[str, Any], status: crd.DynamicPrefixStatus) -> dict[str, Any]:
         try:
             got = await asyncio.to_thread(self.kube.replace_status, obj, status.dump())
         except Gone:
             return obj
-        self.metrics.api_writes.inc()
+        self.metrics.api_writes.labels("status").inc()
         self.dps[obj["metadata"]["name"]] = got
         return got
 
@@ -482,7 +535,7 @@ class Controller:
             except Exception:
                 self.metrics.pool_syncs.labels(kind.kind, pname, "failed").inc()
                 raise
-            self.metrics.api_writes.inc()
+            self.metrics.api_writes.labels("pool").inc()
             self.pools[(plural, pname)] = pobj
         self.metrics.pool_syncs.labels(kind.kind, pname, "written").inc()
         LOG.info("pool synced", extra=kv(kind=kind.kind, pool=pname, entries=len(p.writes[-1].entries)))
@@ -556,7 +609,7 @@ class Controller:
             except Exception:
                 self.metrics.service_syncs.labels("failed").inc()
                 raise
-        self.metrics.api_writes.inc()
+        self.metrics.api_writes.labels("service").inc()
         self.metrics.service_syncs.labels("written").inc()
         if key in self.services:
             self.services[key] = got

@@ -40,5 +40,10 @@ class Metrics:
             ["result"],
             registry=r,
         )
-        self.api_writes = Counter("dynamic_prefix_api_writes", "Writes to the Kubernetes API.", registry=r)
+        self.api_writes = Counter(
+            "dynamic_prefix_api_writes",
+            "Writes to the Kubernetes API, by what was written (status, pool, service).",
+            ["resource"],
+            registry=r,
+        )
         self.leader = Gauge("dynamic_prefix_leader", "1 while this replica holds the Lease.", registry=r)
