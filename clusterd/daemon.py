@@ -35,10 +35,9 @@ class Clusterd:
         self.webhook: WebhookServer | None = None
         self.health: HealthServer | None = None
 
-    def _watch(self, name: str, list_fn: object, args: tuple[object, ...], deliver: object,
-               to_dict: bool = False) -> Watcher:  # fmt: skip
+    def _watch(self, name: str, list_fn: object, args: tuple[object, ...], deliver: object) -> Watcher:
         w = Watcher(name, api_client(self.cfg.kubeconfig), list_fn, args, deliver,  # type: ignore[arg-type]
-                    asyncio.get_running_loop(), to_dict=to_dict)  # fmt: skip
+                    asyncio.get_running_loop())  # fmt: skip
         w.start()
         return w
 
@@ -65,14 +64,13 @@ class Clusterd:
         ctl._pool_watch_restart = self._restart_pool_watchers
         custom = k8s.CustomObjectsApi(api_client(self.cfg.kubeconfig))
         ext = k8s.ApiextensionsV1Api(api_client(self.cfg.kubeconfig))
-        self._watchers.append(
-            self._watch("crds", ext.list_custom_resource_definition, (), ctl.on_crd, to_dict=True)
-        )
+        self._watchers.append(self._watch("crds", ext.list_custom_resource_definition, (), ctl.on_crd))
         self._watchers.append(self._watch("dynamicprefixes", custom.list_cluster_custom_object,
                                           (crd.GROUP, crd.VERSION, crd.PLURAL), ctl.on_dp))  # fmt: skip
         core = k8s.CoreV1Api(api_client(self.cfg.kubeconfig))
-        self._watchers.append(self._watch("services", core.list_service_for_all_namespaces, (), ctl.on_service,
-                                          to_dict=True))  # fmt: skip
+        self._watchers.append(
+            self._watch("services", core.list_service_for_all_namespaces, (), ctl.on_service)
+        )
         self._tasks.append(asyncio.create_task(ctl.run(), name="controller"))
         self.health = HealthServer(self.cfg.health_listen, ctl.ready, self.metrics, ctl.leading)
         await self.health.start()

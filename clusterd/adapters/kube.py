@@ -9,6 +9,7 @@ from the fresh copy the watch delivers.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -49,6 +50,23 @@ def api_client(kubeconfig: Path | None) -> k8s.ApiClient:
     else:
         k8s_config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)  # type: ignore[no-untyped-call]
     return k8s.ApiClient(cfg)
+
+
+def _raw(resp: Any) -> Any:
+    """The JSON body of a call made with ``_preload_content=False``.
+
+    The client's model classes cost about a millisecond of CPU per object to
+    build and as much to turn back into a dict; with thousands of Services
+    that was clusterd's largest cost in a renumbering (docs/performance.md).
+    """
+    return json.loads(resp.data)
+
+
+def _trim(obj: Any) -> Any:
+    """Drop ``metadata.managedFields`` from a cached object: never read, often half its size."""
+    if isinstance(obj, dict) and isinstance(obj.get("metadata"), dict):
+        obj["metadata"].pop("managedFields", None)
+    return obj
 
 
 def _as_dict(obj: object) -> dict[str, Any]:
@@ -109,7 +127,7 @@ class Kube:
         except k8s.ApiException as e:
             _raise(e)
         self.writes += 1
-        return _as_dict(got)
+        return _as_dict(_trim(got))
 
     # -- pools and CIDR groups ---------------------------------------------------------------
 
@@ -134,7 +152,7 @@ class Kube:
         except k8s.ApiException as e:
             _raise(e)
         self.writes += 1
-        return _as_dict(got)
+        return _as_dict(_trim(got))
 
     # -- Services (HA mode) ---------------------------------------------------------------------
 
@@ -144,11 +162,11 @@ class Kube:
         m = obj["metadata"]
         body = {"metadata": {"resourceVersion": m["resourceVersion"], "annotations": annotations}}
         try:
-            got = self.core.patch_namespaced_service(m["name"], m["namespace"], body)
+            got = self.core.patch_namespaced_service(m["name"], m["namespace"], body, _preload_content=False)
         except k8s.ApiException as e:
             _raise(e)
         self.writes += 1
-        return _as_dict(self.api.sanitize_for_serialization(got))  # type: ignore[no-untyped-call]
+        return _as_dict(_trim(_raw(got)))
 
     # -- Events ------------------------------------------------------------------------------
 
@@ -173,7 +191,8 @@ class Kube:
             count=1,
             reporting_component=component,
         )
-        self.core.create_namespaced_event(ns, ev)
+        resp: Any = self.core.create_namespaced_event(ns, ev, _preload_content=False)
+        resp.read()  # the answer is not needed: skip turning it into a model
 
     # -- Lease ------------------------------------------------------------------------------
 
@@ -213,7 +232,6 @@ class Watcher:
         args: tuple[Any, ...],
         deliver: Callable[[str, Any], None],
         loop: asyncio.AbstractEventLoop,
-        to_dict: bool = False,
     ) -> None:
         self.name = name
         self.api = api
@@ -221,7 +239,6 @@ class Watcher:
         self.args = args
         self.deliver = deliver
         self.loop = loop
-        self.to_dict = to_dict
         self._stop = threading.Event()
         self._watch: k8s_watch.Watch | None = None
         self._limited = RateLimited(LOG)
@@ -236,17 +253,13 @@ class Watcher:
         if self._watch is not None:
             self._watch.stop()  # type: ignore[no-untyped-call]
 
-    def _as_dict(self, obj: Any) -> Any:
-        return self.api.sanitize_for_serialization(obj) if self.to_dict else obj  # type: ignore[no-untyped-call]
-
     def _run(self) -> None:
         backoff = 0.5
         while not self._stop.is_set():
             try:
-                listed = self.list_fn(*self.args)
-                doc = self._as_dict(listed)
+                doc = _raw(self.list_fn(*self.args, _preload_content=False))  # plain dicts, no models
                 rv = doc["metadata"]["resourceVersion"]
-                self.loop.call_soon_threadsafe(self.deliver, "SYNC", doc["items"])
+                self.loop.call_soon_threadsafe(self.deliver, "SYNC", [_trim(o) for o in doc["items"]])
                 self.synced.set()
                 backoff = 0.5
                 while not self._stop.is_set():
@@ -257,9 +270,10 @@ class Watcher:
                         resource_version=rv,
                         timeout_seconds=300,
                         allow_watch_bookmarks=True,
+                        deserialize=False,
                     )
                     for ev in stream:
-                        obj = self._as_dict(ev["object"])
+                        obj = _trim(ev["object"])
                         if ev["type"] == "ERROR":
                             raise k8s.ApiException(
                                 status=int(obj.get("code", 500)), reason=obj.get("message")
