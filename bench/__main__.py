@@ -1,11 +1,14 @@
-"""Run the benchmarks: ``python -m bench [suite ...]`` (suites: routerd, clusterd).
+"""Run the benchmarks: ``python -m bench [--quick] [--out FILE] [suite ...]``.
 
-Prints a table and writes bench/results/latest.json with the machine and
-component versions. Benchmarks report; they never fail a build.
+Suites: routerd, clusterd, ha (default: all). Prints a table and writes
+bench/results/latest.json (or FILE) with the machine and component versions.
+``--quick`` runs every suite with tiny counts: a check that the benchmarks
+still work, not a measurement. Benchmarks report; they never fail a build.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import sys
@@ -17,35 +20,65 @@ from bench.common import machine, package_version, tool_version
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
+# Sizes for a real run and for --quick.
+FULL: dict[str, Any] = {
+    "routerd": {"changes": 200, "flood": 10_000, "idle_seconds": 60.0, "paced_seconds": 30.0},
+    "clusterd": {"changes": 60, "idle_seconds": 60.0},
+    "ha": {"sizes": [100, 1000, 3000], "pools": 100, "idle_seconds": 20.0},
+}
+QUICK: dict[str, Any] = {
+    "routerd": {"changes": 10, "flood": 200, "idle_seconds": 1.0, "paced_seconds": 1.0},
+    "clusterd": {"changes": 3, "idle_seconds": 1.0},
+    "ha": {"sizes": [10, 30], "pools": 3, "idle_seconds": 1.0},
+}
 
-def run_routerd(work: Path) -> dict[str, Any]:
+
+def run_routerd(work: Path, sizes: dict[str, Any]) -> dict[str, Any]:
     from bench import routerd_bench
 
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
     return {
         "core": routerd_bench.core_per_ra(),
-        "lab": routerd_bench.lab_run(work / "routerd", mosquitto, passwd),
+        "lab": routerd_bench.lab_run(work / "routerd", mosquitto, passwd, **sizes),
     }
 
 
-def run_clusterd(work: Path) -> dict[str, Any]:
+def run_clusterd(work: Path, sizes: dict[str, Any]) -> dict[str, Any]:
     from bench import clusterd_bench
 
-    return clusterd_bench.run(work / "clusterd")
+    return clusterd_bench.run(work / "clusterd", **sizes)
 
 
-def run_ha(work: Path) -> dict[str, Any]:
+def run_ha(work: Path, sizes: dict[str, Any]) -> dict[str, Any]:
+    """One prefix change at each size, each on a fresh apiserver so sizes do not share a cache."""
     from bench import clusterd_bench, ha_bench
 
-    kube = clusterd_bench.setup_kube(work / "ha")
-    try:
-        return {"1000_services_1_pool": ha_bench.run(kube, work / "ha", services=1000, pools=1)}
-    finally:
-        kube.stop()
+    runs: dict[str, Any] = {}
+    for services in sizes["sizes"]:
+        kube = clusterd_bench.setup_kube(work / f"ha-{services}")
+        try:
+            runs[f"{services}_services"] = ha_bench.run(
+                kube, work / f"ha-{services}", services=services, pools=sizes["pools"],
+                idle_seconds=sizes["idle_seconds"],
+            )  # fmt: skip
+        finally:
+            kube.stop()
+    return {"runs": runs, "growth": ha_bench.growth(list(runs.values()))}
 
 
 SUITES = {"routerd": run_routerd, "clusterd": run_clusterd, "ha": run_ha}
+
+
+def versions() -> dict[str, str]:
+    from tests.ground import testbin
+
+    out = {d: package_version(d) for d in ("pydantic", "paho-mqtt", "pyroute2", "kubernetes", "aiohttp")}
+    out["mosquitto"] = tool_version([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-h"])
+    for tool in ("kube-apiserver", "etcd"):
+        path = testbin.find(tool)
+        out[tool] = tool_version([str(path), "--version"]) if path else "not built"
+    return out
 
 
 def table(results: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
@@ -59,29 +92,27 @@ def table(results: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
 
 
 def main(argv: list[str]) -> int:
-    names = argv or list(SUITES)
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    ap.add_argument("suites", nargs="*", metavar="suite", help=f"any of {list(SUITES)} (default: all)")
+    ap.add_argument(
+        "--quick", action="store_true", help="tiny counts: checks the benchmarks run, measures nothing"
+    )
+    ap.add_argument("--out", type=Path, default=None, help="JSON file (default bench/results/latest.json)")
+    args = ap.parse_args(argv)
+    names = args.suites or list(SUITES)
     unknown = [n for n in names if n not in SUITES]
     if unknown:
-        print(f"unknown suite(s) {unknown}; choose from {list(SUITES)}", file=sys.stderr)
-        return 2
-    doc: dict[str, Any] = {
-        "machine": machine(),
-        "versions": {
-            "pydantic": package_version("pydantic"),
-            "pyroute2": package_version("pyroute2"),
-            "mosquitto": tool_version(["mosquitto", "-h"]),
-        },
-        "results": {},
-    }
+        ap.error(f"unknown suite(s) {unknown}: choose from {list(SUITES)}")
+    sizes = QUICK if args.quick else FULL
+    doc: dict[str, Any] = {"machine": machine(), "versions": versions(), "quick": args.quick, "results": {}}
+    out: Path = args.out or RESULTS / "latest.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.out is None and out.exists():  # keep the other suites' latest numbers
+        doc["results"] = json.loads(out.read_text()).get("results", {})
     with tempfile.TemporaryDirectory(prefix="dp-bench-") as tmp:
         for name in names:
-            doc["results"][name] = SUITES[name](Path(tmp))
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "latest.json"
-    if out.exists():  # keep the other suites' latest numbers
-        previous = json.loads(out.read_text())
-        doc["results"] = {**previous.get("results", {}), **doc["results"]}
-    out.write_text(json.dumps(doc, indent=2) + "\n")
+            doc["results"][name] = SUITES[name](Path(tmp), sizes[name])
+            out.write_text(json.dumps(doc, indent=2) + "\n")  # after each suite: a later crash loses nothing
     rows = table({n: doc["results"][n] for n in names})
     width = max(len(k) for k, _ in rows)
     for k, v in rows:

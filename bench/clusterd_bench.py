@@ -19,7 +19,7 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes import watch
 
-from bench.common import cpu_seconds, rss_mb, summary_ms
+from bench.common import cpu_percent_over, rss_mb, summary_ms
 from bench.routerd_bench import B, flip
 from tests.ground.apiserver import KubeAPI, apply_crds, load_yaml_docs, start_session_apiserver
 from tests.ground.clusterd_proc import WEBHOOK_SECRET, Clusterd
@@ -75,7 +75,9 @@ def setup_kube(work: Path) -> KubeAPI:
     return kube
 
 
-def pipeline(work: Path, kube: KubeAPI, transport: str, changes: int = 60) -> dict[str, Any]:
+def pipeline(
+    work: Path, kube: KubeAPI, transport: str, changes: int = 60, idle_seconds: float = 60.0
+) -> dict[str, Any]:
     """RA -> routerd -> (MQTT | webhook) -> clusterd -> status and pool, ``changes`` times."""
     api = kube.admin()
     custom = k8s.CustomObjectsApi(api)
@@ -104,11 +106,8 @@ def pipeline(work: Path, kube: KubeAPI, transport: str, changes: int = 60) -> di
         cd.wait_ready()
         time.sleep(1.0)
         out["clusterd_rss_idle_mb"] = rss_mb(cd.proc.pid)
-        cpu0, t_idle = cpu_seconds(cd.proc.pid), time.monotonic()
-        time.sleep(10.0)
-        out["clusterd_idle_cpu_percent"] = round(
-            (cpu_seconds(cd.proc.pid) - cpu0) / (time.monotonic() - t_idle) * 100, 2
-        )
+        out["clusterd_idle"] = {"seconds": idle_seconds,
+                                "cpu_percent": cpu_percent_over(cd.proc.pid, idle_seconds)}  # fmt: skip
         if transport == "mqtt":
             lab.forward(broker.plain_port)
             sink: dict[str, Any] = {"mqtt_port": broker.plain_port}
@@ -154,13 +153,12 @@ def pipeline(work: Path, kube: KubeAPI, transport: str, changes: int = 60) -> di
     return out
 
 
-def run(work: Path) -> dict[str, Any]:
+def run(work: Path, changes: int = 60, idle_seconds: float = 60.0) -> dict[str, Any]:
     kube = setup_kube(work)
     try:
         return {
-            "apiserver": kube.version,
-            "mqtt": pipeline(work, kube, "mqtt"),
-            "webhook": pipeline(work, kube, "webhook"),
+            transport: pipeline(work, kube, transport, changes, idle_seconds)
+            for transport in ("mqtt", "webhook")
         }
     finally:
         kube.stop()

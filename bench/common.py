@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 import statistics
@@ -44,6 +45,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def cpu_percent_over(pid: int, seconds: float) -> float:
+    """The process's CPU use while this thread sleeps ``seconds``."""
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)
+    return round((cpu_seconds(pid) - cpu0) / (time.monotonic() - t0) * 100, 2)
+
+
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -63,11 +71,10 @@ def machine() -> dict[str, str]:
     }
 
 
-def package_version(module: str) -> str:
+def package_version(distribution: str) -> str:
     try:
-        mod = __import__(module)
-        return str(getattr(mod, "__version__", getattr(mod, "VERSION", "?")))
-    except ImportError:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
         return "not installed"
 
 

@@ -10,6 +10,7 @@ changed; a repeated message must cost 0). Reports numbers; asserts nothing.
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 import time
@@ -20,6 +21,7 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes import watch
 
+from bench.common import cpu_percent_over, cpu_seconds, rss_mb
 from tests.ground.apiserver import KubeAPI
 from tests.ground.clusterd_proc import WEBHOOK_SECRET, Clusterd
 from tests.ground.messages import post_state, prefix, state
@@ -27,6 +29,7 @@ from tests.ground.waiting import wait_until
 
 A, B = "2001:db8:a::/64", "2001:db8:b::/64"
 DNS = "external-dns.alpha.kubernetes.io/target"
+RESOURCES = ("status", "pool", "service")
 
 
 def addr(p: str, i: int) -> str:
@@ -93,7 +96,12 @@ def _quiet(fn: Any) -> None:
 
 
 def run(
-    kube: KubeAPI, work: Path, services: int = 1000, pools: int = 100, namespaces: int = 10
+    kube: KubeAPI,
+    work: Path,
+    services: int = 1000,
+    pools: int = 100,
+    namespaces: int = 10,
+    idle_seconds: float = 20.0,
 ) -> dict[str, Any]:
     api = kube.admin()
     core, custom = k8s.CoreV1Api(api), k8s.CustomObjectsApi(api)
@@ -119,7 +127,8 @@ def run(
         core.create_namespaced_service(ns, k8s.V1Service(
             metadata=k8s.V1ObjectMeta(name=svc, labels={"bench": "ha"}, annotations={
                 "dynamic-prefix.io/name": name, "dynamic-prefix.io/service-address-range": "lb"}),
-            spec=k8s.V1ServiceSpec(type="LoadBalancer", ip_families=["IPv6"], ports=[k8s.V1ServicePort(port=80)]),
+            spec=k8s.V1ServiceSpec(type="LoadBalancer", ip_families=["IPv6"], ports=[k8s.V1ServicePort(port=80)],
+                                   allocate_load_balancer_node_ports=False),  # 3,000 would exhaust NodePorts
         ))  # fmt: skip
         core.patch_namespaced_service_status(
             svc, ns, {"status": {"loadBalancer": {"ingress": [{"ip": addr(A, i + 1)}]}}}
@@ -139,7 +148,16 @@ def run(
         wait_until(lambda: tracker.all_on(A, services, pools), timeout=300, what="the first prefix everywhere",
                    step=0.02)  # fmt: skip
         out["initial_converge_seconds"] = round(time.monotonic() - t0, 2)
+
+        def settled() -> bool:  # the status's last word on the first prefix is written too
+            dp = custom.get_cluster_custom_object("dynamic-prefix.io", "v1alpha1", "dynamicprefixes", name)
+            conds = {c["type"]: c for c in dp.get("status", {}).get("conditions", [])}
+            return conds.get("ServicesSynced", {}).get("message") == f"{services} Service(s) in step"
+
+        wait_until(settled, timeout=60, what="ServicesSynced for the first prefix")
         writes0 = metric(cd, "dynamic_prefix_api_writes_total")
+        cpu0 = {k: cpu_seconds(pid) for k, pid in _pids(kube, cd).items()}
+        by0 = {r: metric(cd, "dynamic_prefix_api_writes_total", resource=r) for r in RESOURCES}
         t0 = time.monotonic()
         code, _text = post_state(cd.webhook_url, WEBHOOK_SECRET,
                                 state(name, "br-lan", 2, prefix(B), prefix(A, "withdrawn", valid=7200)))  # fmt: skip
@@ -151,6 +169,7 @@ def run(
             step=0.02,
         )
         converge = time.monotonic() - t0
+        cpu = {k: round(cpu_seconds(pid) - cpu0[k], 2) for k, pid in _pids(kube, cd).items()}
         time.sleep(1.0)
         writes = metric(cd, "dynamic_prefix_api_writes_total") - writes0
         out["change"] = {
@@ -158,7 +177,11 @@ def run(
             "converge_seconds": round(converge, 2),
             "api_writes": int(writes),
             "objects_changed": services + pools + 1,
+            "api_writes_by_resource": {
+                r: int(metric(cd, "dynamic_prefix_api_writes_total", resource=r) - by0[r]) for r in RESOURCES
+            },
             "note": "objects_changed = Services + pools + the DynamicPrefix status",
+            "cpu_seconds": cpu,
         }
         writes1 = metric(cd, "dynamic_prefix_api_writes_total")
         code, _text = post_state(cd.webhook_url, WEBHOOK_SECRET,
@@ -168,14 +191,39 @@ def run(
             "answer": code,
             "api_writes": int(metric(cd, "dynamic_prefix_api_writes_total") - writes1),
         }
-        out["clusterd_rss_mb"] = _rss(cd.proc.pid)
+        out["clusterd_rss_mb"] = rss_mb(cd.proc.pid)
+        out["clusterd_idle"] = {"seconds": idle_seconds,
+                                "cpu_percent": cpu_percent_over(cd.proc.pid, idle_seconds)}  # fmt: skip
     finally:
         tracker.stop()
         cd.stop()
     return out
 
 
-def _rss(pid: int) -> float:
-    from bench.common import rss_mb
+def _pids(kube: KubeAPI, cd: Clusterd) -> dict[str, int]:
+    """Where the CPU goes during a change: clusterd, and the API server and etcd it writes to."""
+    procs = {"clusterd": cd.proc, "kube-apiserver": kube._apiserver, "etcd": kube._etcd}
+    return {k: p.pid for k, p in procs.items() if p is not None}
 
-    return rss_mb(pid)
+
+def _segment(a: dict[str, Any], b: dict[str, Any], key: str) -> float:
+    return (b[key] - a[key]) / (b["services"] - a["services"]) * 1000
+
+
+def growth(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """How cost grows with the number of Services: marginal slopes between consecutive sizes.
+
+    Linear cost shows as equal slopes; a later slope much steeper than an
+    earlier one is super-linear growth.
+    """
+    runs = sorted(runs, key=lambda r: r["services"])
+    flat = [{"services": r["services"], "converge_s": r["change"]["converge_seconds"],
+             "writes": r["change"]["api_writes"], "rss_mb": r["clusterd_rss_mb"]} for r in runs]  # fmt: skip
+    out: dict[str, Any] = {"sizes": [r["services"] for r in flat]}
+    for a, b in itertools.pairwise(flat):
+        out[f"{a['services']}->{b['services']}"] = {
+            "converge_ms_per_service": round(_segment(a, b, "converge_s"), 3),
+            "writes_per_service": round(_segment(a, b, "writes") / 1000, 3),
+            "rss_mb_per_1000_services": round(_segment(a, b, "rss_mb"), 1),
+        }
+    return out

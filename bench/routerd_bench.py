@@ -13,7 +13,7 @@ from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any
 
-from bench.common import cpu_seconds, open_fds, rss_mb, summary_ms
+from bench.common import cpu_percent_over, cpu_seconds, open_fds, rss_mb, summary_ms
 from routerd.core import ra
 from routerd.core.tracker import RAObserved, Tracker
 from tests.ground.mosquitto import Mosquitto
@@ -65,8 +65,32 @@ def status(path: Path) -> dict[str, Any]:
     return doc
 
 
+def paced(lab: Lab, pid: int, packet: bytes, rate: float, seconds: float) -> dict[str, Any]:
+    """Inject ``packet`` at a steady ``rate`` per second for ``seconds``; routerd's CPU meanwhile."""
+    n = int(rate * seconds)
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    for i in range(n):
+        delay = t0 + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        lab.inject_ra(packet)
+    elapsed = time.monotonic() - t0
+    return {
+        "ras": n,
+        "achieved_per_s": round(n / elapsed, 1),
+        "routerd_cpu_percent": round((cpu_seconds(pid) - cpu0) / elapsed * 100, 2),
+        "rss_mb": rss_mb(pid),
+    }
+
+
 def lab_run(
-    workdir: Path, mosquitto_bin: str, passwd_bin: str, changes: int = 200, flood: int = 10_000
+    workdir: Path,
+    mosquitto_bin: str,
+    passwd_bin: str,
+    changes: int = 200,
+    flood: int = 10_000,
+    idle_seconds: float = 60.0,
+    paced_seconds: float = 30.0,
 ) -> dict[str, Any]:
     broker = Mosquitto(workdir / "mqtt", mosquitto_bin, passwd_bin)
     broker.start()
@@ -84,6 +108,10 @@ def lab_run(
             sub.wait_for(lambda m: first(m.payload) is not None, timeout=20)
             time.sleep(0.5)
             out["rss_after_start_mb"] = rss_mb(r.proc.pid)
+            out["idle"] = {
+                "seconds": idle_seconds,
+                "routerd_cpu_percent": cpu_percent_over(r.proc.pid, idle_seconds),
+            }
             lat = []
             for i in range(changes):
                 packet, cur = flip(i)
@@ -111,6 +139,7 @@ def lab_run(
                 "routerd_cpu_us_per_ra": round((cpu_seconds(r.proc.pid) - cpu0) / flood * 1e6, 1),
             }
             out["rss_after_flood_mb"] = rss_mb(r.proc.pid)
+            out["at_100_ras_per_s"] = paced(lab, r.proc.pid, packet, 100.0, paced_seconds)
             out["open_fds"] = open_fds(r.proc.pid)
         r.stop()
     finally:

@@ -31,6 +31,7 @@ SHELL_FILES = [
     ROOT / "scripts" / "run",
     ROOT / "scripts" / "test",
     ROOT / "scripts" / "demo",
+    ROOT / "scripts" / "bench",
     ROOT / ".ci" / "run",
 ]
 
