@@ -11,7 +11,6 @@ changed; a repeated message must cost 0). Reports numbers; asserts nothing.
 from __future__ import annotations
 
 import itertools
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,16 +33,6 @@ RESOURCES = ("status", "pool", "service")
 
 def addr(p: str, i: int) -> str:
     return f"{p.split('::/', maxsplit=1)[0]}:0:f000::{i:x}"
-
-
-def metric(cd: Clusterd, name: str, **labels: str) -> float:
-    _, text = cd.get("/metrics")
-    total = 0.0
-    for line in text.splitlines():
-        m = re.match(rf"^{name}(?:{{(.*)}})? (\S+)$", line)
-        if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
-            total += float(m.group(2))
-    return total
 
 
 class Tracker:
@@ -155,9 +144,9 @@ def run(
             return conds.get("ServicesSynced", {}).get("message") == f"{services} Service(s) in step"
 
         wait_until(settled, timeout=60, what="ServicesSynced for the first prefix")
-        writes0 = metric(cd, "dynamic_prefix_api_writes_total")
+        writes0 = cd.metric("dynamic_prefix_api_writes_total")
         cpu0 = {k: cpu_seconds(pid) for k, pid in _pids(kube, cd).items()}
-        by0 = {r: metric(cd, "dynamic_prefix_api_writes_total", resource=r) for r in RESOURCES}
+        by0 = {r: cd.metric("dynamic_prefix_api_writes_total", resource=r) for r in RESOURCES}
         t0 = time.monotonic()
         code, _text = post_state(cd.webhook_url, WEBHOOK_SECRET,
                                 state(name, "br-lan", 2, prefix(B), prefix(A, "withdrawn", valid=7200)))  # fmt: skip
@@ -171,25 +160,25 @@ def run(
         converge = time.monotonic() - t0
         cpu = {k: round(cpu_seconds(pid) - cpu0[k], 2) for k, pid in _pids(kube, cd).items()}
         time.sleep(1.0)
-        writes = metric(cd, "dynamic_prefix_api_writes_total") - writes0
+        writes = cd.metric("dynamic_prefix_api_writes_total") - writes0
         out["change"] = {
             "webhook_answer": f"{code} after {acked:.2f} s",
             "converge_seconds": round(converge, 2),
             "api_writes": int(writes),
             "objects_changed": services + pools + 1,
             "api_writes_by_resource": {
-                r: int(metric(cd, "dynamic_prefix_api_writes_total", resource=r) - by0[r]) for r in RESOURCES
+                r: int(cd.metric("dynamic_prefix_api_writes_total", resource=r) - by0[r]) for r in RESOURCES
             },
             "note": "objects_changed = Services + pools + the DynamicPrefix status",
             "cpu_seconds": cpu,
         }
-        writes1 = metric(cd, "dynamic_prefix_api_writes_total")
+        writes1 = cd.metric("dynamic_prefix_api_writes_total")
         code, _text = post_state(cd.webhook_url, WEBHOOK_SECRET,
                                 state(name, "br-lan", 3, prefix(B), prefix(A, "withdrawn", valid=7200)))  # fmt: skip
         time.sleep(1.0)
         out["repeated_message"] = {
             "answer": code,
-            "api_writes": int(metric(cd, "dynamic_prefix_api_writes_total") - writes1),
+            "api_writes": int(cd.metric("dynamic_prefix_api_writes_total") - writes1),
         }
         out["clusterd_rss_mb"] = rss_mb(cd.proc.pid)
         out["clusterd_idle"] = {"seconds": idle_seconds,

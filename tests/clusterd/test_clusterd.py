@@ -10,7 +10,6 @@ resumes from the status it wrote.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -92,16 +91,6 @@ def condition(obj: dict[str, Any], type_: str) -> tuple[str, str] | None:
     return (c["status"], c["reason"]) if c else None
 
 
-def metric(cd: Clusterd, name: str, **labels: str) -> float:
-    _, text = cd.get("/metrics")
-    total = 0.0
-    for line in text.splitlines():
-        m = re.match(rf"^{name}(?:{{(.*)}})? (\S+)$", line)
-        if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
-            total += float(m.group(2))
-    return total
-
-
 def events_for(kube: KubeAPI, name: str) -> list[str]:
     evs = k8s.CoreV1Api(kube.admin()).list_event_for_all_namespaces().items
     return [e.reason for e in evs if e.involved_object.name == name]
@@ -160,13 +149,13 @@ def test_mqtt_prefix_changes_drive_status_pools_and_cidr_groups(
         get_dp(cluster)["metadata"]["resourceVersion"],
         get_pool(cluster, "lb-pool")["metadata"]["resourceVersion"],
     )
-    done = metric(cd, "dynamic_prefix_reconcile_duration_seconds_count")
+    done = cd.metric("dynamic_prefix_reconcile_duration_seconds_count")
     send(mosquitto, state(router, "br-lan", 2, prefix(B), prefix(A, "withdrawn", valid=7200)))
     send(mosquitto, state(router, "br-lan", 3, prefix(B), prefix(A, "withdrawn", valid=7200)))
     wait_until(
-        lambda: metric(cd, "dynamic_prefix_reconcile_duration_seconds_count") > done, what="a reconcile"
+        lambda: cd.metric("dynamic_prefix_reconcile_duration_seconds_count") > done, what="a reconcile"
     )
-    wait_until(lambda: metric(cd, "dynamic_prefix_messages_total", transport="mqtt", result="stale") >= 1,
+    wait_until(lambda: cd.metric("dynamic_prefix_messages_total", transport="mqtt", result="stale") >= 1,
                what="the duplicate counted as stale")  # fmt: skip
     assert (get_dp(cluster)["metadata"]["resourceVersion"],
             get_pool(cluster, "lb-pool")["metadata"]["resourceVersion"]) == rvs  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -92,6 +93,16 @@ class Clusterd:
             return e.code, e.read().decode()
         except OSError as e:
             return 0, str(e)
+
+    def metric(self, name: str, **labels: str) -> float:
+        """A Prometheus sample from /metrics, summed over the series that carry ``labels``."""
+        _, text = self.get("/metrics")
+        total = 0.0
+        for line in text.splitlines():
+            m = re.match(rf"^{name}(?:{{(.*)}})? (\S+)$", line)
+            if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
+                total += float(m.group(2))
+        return total
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

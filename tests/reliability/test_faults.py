@@ -179,13 +179,12 @@ def test_the_routers_clock_jumps_back_a_day(pipe: Pipeline) -> None:
 
 
 def test_prefix_flapping_costs_a_bounded_number_of_writes(pipe: Pipeline) -> None:
-    from tests.clusterd.test_clusterd import metric
 
     cd = pipe.start_clusterd()
     pipe.advertise([AdvPrefix(A, **LONG)], start=True)
     pipe.start_routerd(hold_down=2.0)
     pipe.wait_current(A)
-    writes = metric(cd, "dynamic_prefix_api_writes_total")
+    writes = cd.metric("dynamic_prefix_api_writes_total")
     flips = [[AdvPrefix(A, valid=0, preferred=0), AdvPrefix(B, **LONG)],
              [AdvPrefix(B, valid=0, preferred=0), AdvPrefix(A, **LONG)]] * 3  # fmt: skip
     for adv in flips:  # A -> B -> A -> B ... within seconds
@@ -194,7 +193,7 @@ def test_prefix_flapping_costs_a_bounded_number_of_writes(pipe: Pipeline) -> Non
     pipe.wait_current(A, timeout=30)
     time.sleep(3)  # the last coalesced publish (hold-down 2 s) lands
     pipe.wait_current(A, timeout=30)
-    spent = metric(cd, "dynamic_prefix_api_writes_total") - writes
+    spent = cd.metric("dynamic_prefix_api_writes_total") - writes
     print(f"flapping: {spent:.0f} API writes for 6 flips")
     # Each applied change costs a status write, a pool write, a CIDR group write and the Service:
     # the hold-down lets at most a few through, not one per flip.

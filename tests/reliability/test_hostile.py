@@ -22,7 +22,7 @@ import pytest
 from kubernetes import client as k8s
 
 from routerd.core import ra
-from tests.clusterd.test_clusterd import create_dp, current, metric
+from tests.clusterd.test_clusterd import create_dp, current
 from tests.ground.apiserver import KubeAPI
 from tests.ground.clusterd_proc import Clusterd
 from tests.ground.messages import prefix, state
@@ -113,9 +113,9 @@ def test_hostile_mqtt_messages_change_nothing(cluster: KubeAPI, mosquitto: Mosqu
         send(json.dumps(state(router, "lan", 9, prefix(str(EVIL)))))  # older than what was applied
         send(json.dumps(state("someone-else", "lan", 50, prefix(str(EVIL)))))  # topic and payload disagree
         send("")  # an emptied retained message
-        wait_until(lambda: metric(cd, "dynamic_prefix_messages_total", transport="mqtt", result="invalid") >= 2
-                   and metric(cd, "dynamic_prefix_messages_total", transport="mqtt", result="stale") >= 1
-                   and metric(cd, "dynamic_prefix_messages_total", transport="mqtt", result="topic-mismatch") >= 1,
+        wait_until(lambda: cd.metric("dynamic_prefix_messages_total", transport="mqtt", result="invalid") >= 2
+                   and cd.metric("dynamic_prefix_messages_total", transport="mqtt", result="stale") >= 1
+                   and cd.metric("dynamic_prefix_messages_total", transport="mqtt", result="topic-mismatch") >= 1,
                    what="the garbage counted")  # fmt: skip
         assert current(cluster) == A and cd.proc.poll() is None
         assert "666" not in json.dumps(k8s.CustomObjectsApi(cluster.admin()).get_cluster_custom_object(

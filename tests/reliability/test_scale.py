@@ -11,7 +11,6 @@ import pytest
 from kubernetes import client as k8s
 
 from bench.common import open_fds, rss_mb
-from tests.clusterd.test_clusterd import metric
 from tests.ground.apiserver import KubeAPI
 from tests.ground.clusterd_proc import Clusterd
 from tests.ground.messages import prefix, state
@@ -81,14 +80,14 @@ def test_fifty_prefixes_with_twenty_pools_each(cluster: KubeAPI, mosquitto: Mosq
             )
 
         for gen in (1, 2):
-            writes = metric(cd, "dynamic_prefix_api_writes_total")
+            writes = cd.metric("dynamic_prefix_api_writes_total")
             t0 = time.monotonic()
             send(gen)
             wait_until(
                 lambda g=gen: all_pools(g), timeout=180, what=f"1,000 pools on generation {gen}", step=0.5
             )
             took = time.monotonic() - t0
-            spent = metric(cd, "dynamic_prefix_api_writes_total") - writes
+            spent = cd.metric("dynamic_prefix_api_writes_total") - writes
             print(f"generation {gen}: 1,000 pools in {took:.1f} s with {spent:.0f} API writes")
             # Exactly the objects that changed: one status per DynamicPrefix, one write per pool.
             assert spent == DPS * POOLS + DPS, f"{spent} writes"
