@@ -69,14 +69,23 @@ ensure_go() {
 }
 
 ensure_venv() {
-  if [ ! -x .venv/bin/python ]; then
-    say "creating .venv"
-    "$PYTHON" -m venv .venv
+  ensure_venv_at .venv "$@"
+}
+
+# ensure_venv_at DIR PIP-ARGS...: a venv in DIR with PIP-ARGS installed, redone
+# only when pyproject.toml, a requirements file named in PIP-ARGS or the
+# arguments change.
+ensure_venv_at() {
+  venv=$1
+  shift
+  if [ ! -x "$venv/bin/python" ]; then
+    say "creating $venv"
+    "$PYTHON" -m venv "$venv"
   fi
-  stamp=.venv/.installed-$({ cat pyproject.toml; echo "$@"; } | cksum | cut -d' ' -f1)
+  stamp=$venv/.installed-$({ cat pyproject.toml contrib/openwrt/feed-versions.txt; echo "$@"; } | cksum | cut -d' ' -f1)
   [ -f "$stamp" ] && return 0
-  rm -f .venv/.installed-*
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q "$@"
+  rm -f "$venv"/.installed-*
+  "$venv/bin/python" -m pip install -q --upgrade pip
+  "$venv/bin/python" -m pip install -q "$@"
   touch "$stamp"
 }
