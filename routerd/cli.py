@@ -20,9 +20,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from routerd import __version__, logs
-from routerd import config as cfgmod
-from routerd.core import dhcpv6, wire
+from routerd import lean
+
+lean.apply()  # before pydantic and paho-mqtt are imported: see routerd/lean.py
+
+from routerd import __version__, logs  # noqa: E402
+from routerd import config as cfgmod  # noqa: E402
+from routerd.core import dhcpv6, wire  # noqa: E402
 
 
 def _load(args: argparse.Namespace) -> cfgmod.Config:

@@ -23,8 +23,8 @@ import random
 import ssl
 import time
 import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
+from urllib.request import Request, urlopen  # loads it here, in the main thread: routerd/lean.py
 
 from routerd.config import WebhookSection
 from routerd.core.wire import PrefixState
@@ -123,7 +123,7 @@ class WebhookSink:
     def _post(self, msg: PrefixState) -> _Outcome:
         body = msg.to_json()
         ts = int(time.time())
-        req = urllib.request.Request(  # noqa: S310 - the scheme is validated by the config model
+        req = Request(  # noqa: S310 - the scheme is validated by the config model
             self.cfg.url,
             data=body,
             method="POST",
@@ -136,7 +136,7 @@ class WebhookSink:
         )
         fields = kv(url=self.cfg.url, interface=msg.interface, sequence=msg.sequence)
         try:
-            with urllib.request.urlopen(req, timeout=self.cfg.timeout, context=self._ctx) as resp:  # noqa: S310
+            with urlopen(req, timeout=self.cfg.timeout, context=self._ctx) as resp:  # noqa: S310
                 resp.read(4096)
         except urllib.error.HTTPError as e:
             reason = e.read(300).decode(errors="replace").strip()
