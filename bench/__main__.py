@@ -2,6 +2,8 @@
 
 Suites: routerd, clusterd, ha (default: all). Prints a table and writes
 bench/results/latest.json (or FILE) with the machine and component versions.
+``--openwrt-python PYTHON`` also measures routerd's footprint under PYTHON
+(scripts/bench passes a venv holding OpenWrt's feed versions).
 ``--quick`` runs every suite with tiny counts: a check that the benchmarks
 still work, not a measurement. Benchmarks report; they never fail a build.
 """
@@ -22,26 +24,31 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 # Sizes for a real run and for --quick.
 FULL: dict[str, Any] = {
-    "routerd": {"changes": 200, "flood": 10_000, "idle_seconds": 60.0, "paced_seconds": 30.0},
+    "routerd": {"changes": 200, "flood_ras": 10_000, "idle_seconds": 60.0, "paced_seconds": 30.0},
     "clusterd": {"changes": 60, "idle_seconds": 60.0},
     "ha": {"sizes": [100, 1000, 3000], "pools": 100, "idle_seconds": 20.0},
 }
 QUICK: dict[str, Any] = {
-    "routerd": {"changes": 10, "flood": 200, "idle_seconds": 1.0, "paced_seconds": 1.0},
+    "routerd": {"changes": 10, "flood_ras": 200, "idle_seconds": 1.0, "paced_seconds": 1.0},
     "clusterd": {"changes": 3, "idle_seconds": 1.0},
     "ha": {"sizes": [10, 30], "pools": 3, "idle_seconds": 1.0},
 }
 
 
-def run_routerd(work: Path, sizes: dict[str, Any]) -> dict[str, Any]:
+def run_routerd(work: Path, sizes: dict[str, Any], openwrt_python: str | None = None) -> dict[str, Any]:
     from bench import routerd_bench
 
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-    return {
+    out = {
         "core": routerd_bench.core_per_ra(),
         "lab": routerd_bench.lab_run(work / "routerd", mosquitto, passwd, **sizes),
     }
+    if openwrt_python:  # the same footprint on OpenWrt's feed versions (scripts/bench makes that venv)
+        out["openwrt_versions"] = routerd_bench.footprint(
+            work / "routerd-openwrt", mosquitto, passwd, openwrt_python, sizes["flood_ras"]
+        )
+    return out
 
 
 def run_clusterd(work: Path, sizes: dict[str, Any]) -> dict[str, Any]:
@@ -98,6 +105,10 @@ def main(argv: list[str]) -> int:
         "--quick", action="store_true", help="tiny counts: checks the benchmarks run, measures nothing"
     )
     ap.add_argument("--out", type=Path, default=None, help="JSON file (default bench/results/latest.json)")
+    ap.add_argument(
+        "--openwrt-python", default=None, metavar="PYTHON",
+        help="also measure routerd's footprint under this interpreter (a venv with OpenWrt's feed versions)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     names = args.suites or list(SUITES)
     unknown = [n for n in names if n not in SUITES]
@@ -111,7 +122,10 @@ def main(argv: list[str]) -> int:
         doc["results"] = json.loads(out.read_text()).get("results", {})
     with tempfile.TemporaryDirectory(prefix="dp-bench-") as tmp:
         for name in names:
-            doc["results"][name] = SUITES[name](Path(tmp), sizes[name])
+            if name == "routerd":
+                doc["results"][name] = run_routerd(Path(tmp), sizes[name], args.openwrt_python)
+            else:
+                doc["results"][name] = SUITES[name](Path(tmp), sizes[name])
             out.write_text(json.dumps(doc, indent=2) + "\n")  # after each suite: a later crash loses nothing
     rows = table({n: doc["results"][n] for n in names})
     width = max(len(k) for k, _ in rows)

@@ -32,11 +32,12 @@ def summary_ms(seconds: list[float]) -> dict[str, float]:
     }
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """A memory figure of /proc/PID/status in MB: VmRSS, or RssAnon (private, what the process itself costs)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return round(int(line.split()[1]) / 1024, 1)
-    raise LookupError(pid)
+    raise LookupError(f"{field} of {pid}")
 
 
 def cpu_seconds(pid: int) -> float:

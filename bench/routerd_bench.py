@@ -6,9 +6,12 @@ not required: RAs are injected). Reports numbers; asserts nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import subprocess
 import time
+from collections.abc import Iterator
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any
@@ -83,66 +86,108 @@ def paced(lab: Lab, pid: int, packet: bytes, rate: float, seconds: float) -> dic
     }
 
 
-def lab_run(
-    workdir: Path,
-    mosquitto_bin: str,
-    passwd_bin: str,
-    changes: int = 200,
-    flood: int = 10_000,
-    idle_seconds: float = 60.0,
-    paced_seconds: float = 30.0,
-) -> dict[str, Any]:
+@contextlib.contextmanager
+def routerd_in_lab(
+    workdir: Path, mosquitto_bin: str, passwd_bin: str, python: str | None = None
+) -> Iterator[tuple[Lab, Routerd, Subscriber, Path]]:
+    """Mosquitto, a lab and routerd (MQTT sink, ``hold_down = 0``) with a first prefix published."""
     broker = Mosquitto(workdir / "mqtt", mosquitto_bin, passwd_bin)
     broker.start()
     lab = Lab(workdir / "lab").create()
-    out: dict[str, Any] = {}
     try:
         lab.forward(broker.plain_port)
+        ctl = workdir / "ctl.sock"
         r = Routerd(lab, workdir / "routerd", routerd_toml(
             lab.host_if, router_id="bench", hold_down=0, stdout=False, mqtt_port=broker.plain_port,
-            control_socket=workdir / "ctl.sock"))  # fmt: skip
+            control_socket=ctl), python=python)  # fmt: skip
         topic = f"dynamic-prefix/bench/{lab.host_if}/state"
         with Subscriber(broker.plain_port, topic) as sub:
             sub.wait_for(timeout=20)  # routerd is up: its initial (empty) state arrived
             lab.inject_ra(flip(1)[0])
             sub.wait_for(lambda m: first(m.payload) is not None, timeout=20)
             time.sleep(0.5)
-            out["rss_after_start_mb"] = rss_mb(r.proc.pid)
-            out["idle"] = {
-                "seconds": idle_seconds,
-                "routerd_cpu_percent": cpu_percent_over(r.proc.pid, idle_seconds),
-            }
-            lat = []
-            for i in range(changes):
-                packet, cur = flip(i)
-                t0 = time.monotonic()
-                lab.inject_ra(packet)
-                got = sub.wait_for(lambda m, c=str(cur), t=t0: m.at >= t and first(m.payload) == c, timeout=5)
-                lat.append(got.at - t0)
-                sub.history.clear()
-            out["ra_to_mqtt"] = summary_ms(lat)
-            ctl = workdir / "ctl.sock"
-            before = status(ctl)["ras_accepted"]
-            cpu0 = cpu_seconds(r.proc.pid)
-            t0 = time.monotonic()
-            packet, _ = flip(changes)  # the current state again: refreshes only
-            for _ in range(flood):
-                lab.inject_ra(packet)
-            sent = time.monotonic() - t0
-            wait_until(lambda: status(ctl)["ras_accepted"] >= before + flood * 0.99, timeout=60,
-                       what="routerd to take the flood")  # fmt: skip
-            out["flood"] = {
-                "ras": flood,
-                "accepted": status(ctl)["ras_accepted"] - before,
-                "send_seconds": round(sent, 2),
-                "routerd_cpu_seconds": round(cpu_seconds(r.proc.pid) - cpu0, 2),
-                "routerd_cpu_us_per_ra": round((cpu_seconds(r.proc.pid) - cpu0) / flood * 1e6, 1),
-            }
-            out["rss_after_flood_mb"] = rss_mb(r.proc.pid)
-            out["at_100_ras_per_s"] = paced(lab, r.proc.pid, packet, 100.0, paced_seconds)
-            out["open_fds"] = open_fds(r.proc.pid)
+            yield lab, r, sub, ctl
         r.stop()
     finally:
         lab.destroy()
         broker.stop()
+
+
+def flood(lab: Lab, pid: int, ctl: Path, packet: bytes, n: int) -> dict[str, Any]:
+    """Inject ``n`` copies of ``packet`` as fast as the lab sends; wait until routerd took them."""
+    before = status(ctl)["ras_accepted"]
+    cpu0 = cpu_seconds(pid)
+    t0 = time.monotonic()
+    for _ in range(n):
+        lab.inject_ra(packet)
+    sent = time.monotonic() - t0
+    wait_until(lambda: status(ctl)["ras_accepted"] >= before + n * 0.99, timeout=60,
+               what="routerd to take the flood")  # fmt: skip
+    return {
+        "ras": n,
+        "accepted": status(ctl)["ras_accepted"] - before,
+        "send_seconds": round(sent, 2),
+        "routerd_cpu_seconds": round(cpu_seconds(pid) - cpu0, 2),
+        "routerd_cpu_us_per_ra": round((cpu_seconds(pid) - cpu0) / n * 1e6, 1),
+    }
+
+
+def lab_run(
+    workdir: Path,
+    mosquitto_bin: str,
+    passwd_bin: str,
+    changes: int = 200,
+    flood_ras: int = 10_000,
+    idle_seconds: float = 60.0,
+    paced_seconds: float = 30.0,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with routerd_in_lab(workdir, mosquitto_bin, passwd_bin) as (lab, r, sub, ctl):
+        out["rss_after_start_mb"] = rss_mb(r.proc.pid)
+        out["rss_anon_after_start_mb"] = rss_mb(r.proc.pid, "RssAnon")
+        out["idle"] = {
+            "seconds": idle_seconds,
+            "routerd_cpu_percent": cpu_percent_over(r.proc.pid, idle_seconds),
+        }
+        lat = []
+        sub.history.clear()
+        for i in range(changes):
+            packet, cur = flip(i)
+            t0 = time.monotonic()
+            lab.inject_ra(packet)
+            got = sub.wait_for(lambda m, c=str(cur), t=t0: m.at >= t and first(m.payload) == c, timeout=5)
+            lat.append(got.at - t0)
+            sub.history.clear()
+        out["ra_to_mqtt"] = summary_ms(lat)
+        packet, _ = flip(changes)  # the current state again: refreshes only
+        out["flood"] = flood(lab, r.proc.pid, ctl, packet, flood_ras)
+        out["rss_after_flood_mb"] = rss_mb(r.proc.pid)
+        out["at_100_ras_per_s"] = paced(lab, r.proc.pid, packet, 100.0, paced_seconds)
+        out["open_fds"] = open_fds(r.proc.pid)
+    return out
+
+
+VERSIONS_PROBE = (
+    "import json, paho.mqtt, pydantic, sys; "
+    "print(json.dumps({'python': sys.version.split()[0], 'paho-mqtt': paho.mqtt.__version__, "
+    "'pydantic': pydantic.VERSION}))"
+)
+
+
+def footprint(workdir: Path, mosquitto_bin: str, passwd_bin: str, python: str, ras: int) -> dict[str, Any]:
+    """routerd's RSS under another interpreter (OpenWrt's feed versions): after start and after ``ras`` RAs.
+
+    routerd itself comes from this checkout (``python -m routerd`` from the
+    working directory, as ``python -m bench`` needs), its dependencies from
+    ``python``'s environment.
+    """
+    probe = subprocess.run(
+        [python, "-c", VERSIONS_PROBE], capture_output=True, text=True, check=True, timeout=60
+    )
+    out: dict[str, Any] = {"versions": json.loads(probe.stdout)}
+    with routerd_in_lab(workdir, mosquitto_bin, passwd_bin, python=python) as (lab, r, _, ctl):
+        out["rss_after_start_mb"] = rss_mb(r.proc.pid)
+        out["rss_anon_after_start_mb"] = rss_mb(r.proc.pid, "RssAnon")
+        out["ras"] = flood(lab, r.proc.pid, ctl, flip(1)[0], ras)["accepted"]
+        out["rss_after_ras_mb"] = rss_mb(r.proc.pid)
     return out

@@ -30,7 +30,8 @@ def test_quick_run_writes_every_suite(tmp_path: Path) -> None:
     latest = ROOT / "bench/results/latest.json"
     before = latest.read_bytes() if latest.exists() else None
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        # this interpreter stands in for the OpenWrt-versions venv: the code path runs, versions are reported
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out), "--openwrt-python", sys.executable],
         cwd=ROOT, capture_output=True, text=True, timeout=280, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -41,6 +42,9 @@ def test_quick_run_writes_every_suite(tmp_path: Path) -> None:
     lab = doc["results"]["routerd"]["lab"]
     assert lab["ra_to_mqtt"]["n"] == 10
     assert lab["flood"]["accepted"] == lab["flood"]["ras"]
+    owrt = doc["results"]["routerd"]["openwrt_versions"]
+    assert owrt["ras"] == lab["flood"]["ras"]
+    assert owrt["versions"]["pydantic"] == doc["versions"]["pydantic"]
     for transport in ("mqtt", "webhook"):
         assert doc["results"]["clusterd"][transport]["ra_to_pool"]["n"] == 3
     runs = doc["results"]["ha"]["runs"]

@@ -30,11 +30,12 @@ class Routerd:
         env: dict[str, str] | None = None,
         netns: str | None = None,
         wrap: Sequence[str] | None = None,
+        python: str | None = None,
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.config_path = workdir / "routerd.toml"
-        argv = [*(wrap or []), sys.executable, "-m", "routerd", "run"]
+        argv = [*(wrap or []), python or sys.executable, "-m", "routerd", "run"]
         if config is not None:
             self.config_path.write_text(config)
             argv += ["--config", str(self.config_path)]
