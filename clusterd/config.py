@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from routerd.config import ConfigError, describe, read_secret
+from routerd.config import ConfigError, read_secret, validated
 
 __all__ = ["Config", "ConfigError", "load", "read_secret"]
 
@@ -130,10 +130,7 @@ class Config(_Section):
 
 
 def parse(doc: dict[str, Any], origin: str = "configuration") -> Config:
-    try:
-        return Config.model_validate(doc)
-    except ValidationError as e:
-        raise ConfigError(f"{origin} is invalid:\n{describe(e)}") from None
+    return validated(Config, doc, origin)
 
 
 def load(path: Path | None) -> Config:

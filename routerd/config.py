@@ -12,7 +12,7 @@ import socket
 import tomllib
 from ipaddress import IPv6Address
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -20,6 +20,7 @@ from routerd.core.emitter import EmitPolicy
 from routerd.core.tracker import TrackerConfig
 
 DEFAULT_PATH = Path("/etc/routerd/routerd.toml")
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 IfName = Annotated[str, Field(min_length=1, max_length=15, pattern=r"^[^/\s]+$")]
 
@@ -185,8 +186,16 @@ class Config(_Section):
         return self.mqtt is None and not self.webhook
 
 
+def validated(model: type[ModelT], doc: dict[str, Any], origin: str) -> ModelT:
+    """``model`` from ``doc``, or a :class:`ConfigError` listing every problem (shared with clusterd)."""
+    try:
+        return model.model_validate(doc)
+    except ValidationError as e:
+        raise ConfigError(f"{origin} is invalid:\n{describe(e)}") from None
+
+
 def describe(e: ValidationError) -> str:
-    """One line per problem: the dotted key, then what is wrong (shared with clusterd)."""
+    """One line per problem: the dotted key, then what is wrong."""
     lines = []
     for err in e.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
@@ -201,10 +210,7 @@ def describe(e: ValidationError) -> str:
 
 def parse(doc: dict[str, Any], origin: str = "configuration") -> Config:
     """Validate a parsed TOML document."""
-    try:
-        return Config.model_validate(doc)
-    except ValidationError as e:
-        raise ConfigError(f"{origin} is invalid:\n{describe(e)}") from None
+    return validated(Config, doc, origin)
 
 
 def load(path: Path | None) -> Config:
