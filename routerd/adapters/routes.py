@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def default_route_interface(proc: Path = Path("/proc/net")) -> str | None:
-    """The interface of the IPv6 default route, else of the IPv4 one, else None."""
+def default_route_interface(proc: Path = Path("/proc/self/net")) -> str | None:
+    """The interface of the IPv6 default route, else of the IPv4 one, else None.
+
+    ``/proc/self/net``, not ``/proc/net``: the systemd unit's ``ProcSubset=pid``
+    hides the latter.
+    """
     try:
         for line in (proc / "ipv6_route").read_text().splitlines():
             f = line.split()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.ground.netlab import Lab
-from tests.ground.require import require_program
+from tests.ground.require import require_program, require_root
 from tests.ground.routerd_proc import Routerd, current
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,6 +69,22 @@ def test_the_unit_is_hardened() -> None:
     )
     assert s["AmbientCapabilities"] == s["CapabilityBoundingSet"] == "CAP_NET_RAW"
     assert "WatchdogSec" in s and "RestrictAddressFamilies" in s
+
+
+def test_the_default_route_is_found_under_the_units_proc_subset() -> None:
+    """``ProcSubset=pid`` hides /proc/net; routerd's embedded default still finds its interface."""
+    require_root()
+    unshare = require_program("unshare", "util-linux")
+    assert "ProcSubset=pid" in (SYSTEMD / "routerd.service").read_text()
+    probe = "from routerd.adapters.routes import default_route_interface as d; print(d())"
+    host = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    out = subprocess.run(
+        [unshare, "--mount", "--pid", "--fork", "sh", "-c",
+         f'mount -t proc -o subset=pid proc /proc && test ! -e /proc/net && exec "{sys.executable}" -c "{probe}"'],
+        capture_output=True, text=True, check=False, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == host.stdout.strip() != "None"
 
 
 DHCPD_CONF = """
