@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import cpu_percent_over, cpu_seconds, open_fds, rss_mb, summary_ms
+from routerd.cli import control_request
 from routerd.core import ra
 from routerd.core.tracker import RAObserved, Tracker
 from tests.ground.mosquitto import Mosquitto
@@ -57,15 +57,8 @@ def core_per_ra(n: int = 10_000) -> dict[str, Any]:
 
 
 def status(path: Path) -> dict[str, Any]:
-    """Ask the running routerd for its counters over its control socket."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.connect(str(path))
-        s.sendall(b'{"op": "status"}\n')
-        data = b""
-        while not data.endswith(b"\n"):
-            data += s.recv(65536)
-    doc: dict[str, Any] = json.loads(data)
-    return doc
+    """The running routerd's counters, from its control socket."""
+    return control_request(path, {"op": "status"})
 
 
 def paced(lab: Lab, pid: int, packet: bytes, rate: float, seconds: float) -> dict[str, Any]:

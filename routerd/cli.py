@@ -45,7 +45,8 @@ def _load(args: argparse.Namespace) -> cfgmod.Config:
     return cfg
 
 
-def _control_request(path: Path, req: dict[str, Any]) -> dict[str, Any]:
+def control_request(path: Path, req: dict[str, Any]) -> dict[str, Any]:
+    """One request to the running daemon's control socket (``routerd status``, hooks, the benchmarks)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(10)
         try:
@@ -77,7 +78,7 @@ def _socket_path(args: argparse.Namespace) -> Path:
 def _send_delegation(
     args: argparse.Namespace, interface: str, prefixes: tuple[dhcpv6.Delegation, ...]
 ) -> int:
-    reply = _control_request(
+    reply = control_request(
         _socket_path(args),
         {"op": "delegated", "interface": interface, "prefixes": [[str(p), v, pr] for p, v, pr in prefixes]},
     )
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ok: router_id={cfg.router_id}, {len(cfg.interface) or 'default'} interface(s)")
             return 0
         if command in ("status", "nudge"):
-            reply = _control_request(_socket_path(args), {"op": command})
+            reply = control_request(_socket_path(args), {"op": command})
             print(json.dumps(reply, indent=2))
             return 0 if reply.get("ok") else 1
         if command == "hook":
