@@ -82,9 +82,17 @@ ensure_venv_at() {
     say "creating $venv"
     "$PYTHON" -m venv "$venv"
   fi
-  stamp=$venv/.installed-$({ cat pyproject.toml contrib/openwrt/feed-versions.txt; echo "$@"; } | cksum | cut -d' ' -f1)
+  reqs=""
+  prev=""
+  for arg in "$@"; do
+    [ "$prev" = "-r" ] && reqs="$reqs $arg"
+    prev=$arg
+  done
+  # One stamp per set of arguments: scripts sharing .venv with different
+  # extras do not undo each other (pip installs only add).
+  # shellcheck disable=SC2086 # a word list of requirement files
+  stamp=$venv/.installed-$({ cat pyproject.toml $reqs; echo "$@"; } | cksum | cut -d' ' -f1)
   [ -f "$stamp" ] && return 0
-  rm -f "$venv"/.installed-*
   "$venv/bin/python" -m pip install -q --upgrade pip
   "$venv/bin/python" -m pip install -q "$@"
   touch "$stamp"
