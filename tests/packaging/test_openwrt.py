@@ -148,6 +148,8 @@ def test_odhcp6c_style_input_and_a_sequence_that_never_goes_back(tmp_path: Path)
         (["-r", "edge", "-i", "wan", "2001:db8::/56,soon,2"], "lifetimes are whole seconds"),
         (["-r", "edge", "-i", "wan", "2001:db8::/56,20,10"], "preferred lifetime exceeds valid"),
         (["-r", "edge", "-i", "wan", "not-a-prefix,1,2"], "expected PREFIX/LEN"),
+        (["-r", "edge", "-i", "wan", "2001:db8::/56,3600"], "expected PREFIX/LEN"),
+        (["-r", "edge", "-i", "wan", "2001:db8::/56,,7200"], "lifetimes are whole seconds"),
         (["-r", "edge", "-i", "wan", "--webhook", "https://x/"], "--webhook needs --secret-file"),
         (["-r", "edge", "-i", "wan", "--frobnicate"], "unknown option"),
     ],
@@ -155,6 +157,33 @@ def test_odhcp6c_style_input_and_a_sequence_that_never_goes_back(tmp_path: Path)
 def test_bad_input_is_refused_with_a_reason(tmp_path: Path, args: list[str], fragment: str) -> None:
     out = publish(*args, state=tmp_path / "seq")
     assert out.returncode == 2 and fragment in out.stderr and out.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("broker", "host_port"),
+    [
+        ("[2001:db8::1]:8883", ["-h", "2001:db8::1", "-p", "8883"]),
+        ("[2001:db8::1]", ["-h", "2001:db8::1"]),
+        ("2001:db8::1", ["-h", "2001:db8::1"]),
+        ("broker.lan:1884", ["-h", "broker.lan", "-p", "1884"]),
+        ("broker.lan", ["-h", "broker.lan"]),
+    ],
+)
+def test_the_broker_address_reaches_mosquitto_pub_whole(
+    tmp_path: Path, broker: str, host_port: list[str]
+) -> None:
+    # A stand-in mosquitto_pub that prints its arguments: only the address parsing is under test here
+    # (the real broker is in test_clusterd_accepts_it_over_the_webhook_and_mqtt).
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "mosquitto_pub").write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    (bindir / "mosquitto_pub").chmod(0o755)
+    out = publish("-r", "edge", "-i", "wan", "--mqtt", broker, "2001:db8:100::/56,3600,7200",
+                  env={"PATH": f"{bindir}:/usr/bin:/bin"}, state=tmp_path / "seq")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    args = out.stdout.splitlines()
+    got = args[: args.index("-q")] + (args[args.index("-p") : args.index("-p") + 2] if "-p" in args else [])
+    assert got == host_port
 
 
 @pytest.mark.apiserver

@@ -6,7 +6,7 @@
 #   PREFIXES="2001:db8::/56,3600,7200 ..." prefix-publish -r edge -i wan [transport]   # odhcp6c's format
 #
 # transport (any of them; with none the message goes to stdout):
-#   --mqtt HOST[:PORT] [--user USER --password-file FILE] [--cafile FILE] [--base TOPIC]
+#   --mqtt HOST[:PORT] or [IPV6]:PORT [--user USER --password-file FILE] [--cafile FILE] [--base TOPIC]
 #   --webhook URL --secret-file FILE [--cafile FILE]
 # other options:
 #   --state FILE    sequence reservation (default /etc/prefix-publish.seq; it must survive reboots)
@@ -69,13 +69,19 @@ json_prefix() {
 
 preferred_list='' deprecated_list='' withdrawn_list=''
 for entry in $entries; do
+	case "$entry" in
+		*,*,*) ;;  # odhcp6c may add ,class=...,excluded=... after VALID: ignored
+		*) die "$entry: expected PREFIX/LEN,PREFERRED,VALID" ;;
+	esac
 	prefix=${entry%%,*}
 	rest=${entry#*,}
 	pref=${rest%%,*}
 	rest=${rest#*,}
 	valid=${rest%%,*}
 	printf '%s' "$prefix" | grep -Eq '^[0-9A-Fa-f:]+/[0-9]{1,2}$' || die "$entry: expected PREFIX/LEN,PREFERRED,VALID"
-	case "$pref$valid" in *[!0-9]*|'') die "$entry: lifetimes are whole seconds" ;; esac
+	for lifetime in "$pref" "$valid"; do
+		case "$lifetime" in *[!0-9]*|'') die "$entry: lifetimes are whole seconds" ;; esac
+	done
 	prefix=$(printf '%s' "$prefix" | tr 'A-F' 'a-f')
 	if [ "$valid" = 0 ]; then
 		withdrawn_list="$withdrawn_list,$(json_prefix "$prefix" withdrawn 0 0)"
@@ -106,7 +112,8 @@ sequence=$((last + 1))
 if [ "$now" -ge 1735689600 ] && [ $((now * 1000)) -gt "$sequence" ]; then
 	sequence=$((now * 1000))
 fi
-printf '%s\n' "$sequence" > "$state_file.tmp" && mv "$state_file.tmp" "$state_file"
+tmp=$(mktemp "$state_file.XXXXXX") || die "cannot write next to $state_file"
+printf '%s\n' "$sequence" > "$tmp" && mv "$tmp" "$state_file"
 
 observed=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 message=$(printf '{"schema":"%s","version":1,"router":"%s","interface":"%s","boot":"%s","sequence":%s,"observedAt":"%s","prefixes":[%s]}' \
@@ -118,9 +125,14 @@ status=0
 [ -z "$to_stdout" ] || printf '%s\n' "$message"
 
 if [ -n "$mqtt" ]; then
-	host=${mqtt%:*}
 	port=''
-	[ "$host" = "$mqtt" ] || port=${mqtt##*:}
+	case "$mqtt" in
+		\[*\]:*) host=${mqtt#\[}; host=${host%%\]*}; port=${mqtt##*\]:} ;;  # [IPv6]:PORT
+		\[*\]) host=${mqtt#\[}; host=${host%\]} ;;
+		*:*:*) host=$mqtt ;;  # a bare IPv6 address: no port
+		*:*) host=${mqtt%:*}; port=${mqtt##*:} ;;
+		*) host=$mqtt ;;
+	esac
 	set -- -h "$host" -q 1 -r -t "$base/$router/$iface/state" -m "$message"
 	[ -z "$port" ] || set -- "$@" -p "$port"
 	[ -z "$cafile" ] || set -- "$@" --cafile "$cafile"
@@ -134,12 +146,13 @@ fi
 if [ -n "$webhook" ]; then
 	[ -r "$secret_file" ] || die "cannot read --secret-file $secret_file"
 	secret=$(cat "$secret_file")
+	reply=$(mktemp) || die "cannot create a temporary file"
 	attempt=1
 	delay=1
 	while :; do
 		ts=$(date +%s)
 		signature=$(printf '%s.%s' "$ts" "$message" | openssl dgst -sha256 -hmac "$secret" -r | cut -d' ' -f1)
-		set -- -sS -o /tmp/prefix-publish.reply -w '%{http_code}' -X POST \
+		set -- -sS -o "$reply" -w '%{http_code}' -X POST \
 			-H 'Content-Type: application/json' -H "X-Dynamic-Prefix-Timestamp: $ts" \
 			-H "X-Dynamic-Prefix-Signature: sha256=$signature" --data-binary "$message"
 		[ -z "$cafile" ] || set -- "$@" --cacert "$cafile"
@@ -147,7 +160,7 @@ if [ -n "$webhook" ]; then
 		case "$code" in
 			2??) break ;;
 			408|425|429|5??|000) ;;
-			*) echo "prefix-publish: the webhook refused the message ($code): $(cat /tmp/prefix-publish.reply 2>/dev/null)" >&2
+			*) echo "prefix-publish: the webhook refused the message ($code): $(cat "$reply" 2>/dev/null)" >&2
 			   status=1; break ;;
 		esac
 		if [ "$attempt" -ge 5 ]; then
@@ -159,6 +172,6 @@ if [ -n "$webhook" ]; then
 		attempt=$((attempt + 1))
 		delay=$((delay * 2))
 	done
-	rm -f /tmp/prefix-publish.reply
+	rm -f "$reply"
 fi
 exit "$status"
