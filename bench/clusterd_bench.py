@@ -22,7 +22,7 @@ from kubernetes import watch
 from bench.common import cpu_percent_over, rss_mb, summary_ms
 from bench.routerd_bench import B, flip
 from tests.ground.apiserver import KubeAPI, apply_crds, load_yaml_docs, start_session_apiserver
-from tests.ground.clusterd_proc import WEBHOOK_SECRET, Clusterd
+from tests.ground.clusterd_proc import Clusterd
 from tests.ground.mosquitto import Mosquitto
 from tests.ground.netlab import Lab
 from tests.ground.routerd_proc import Routerd, routerd_toml
@@ -82,9 +82,11 @@ def pipeline(
     api = kube.admin()
     custom = k8s.CustomObjectsApi(api)
     name = f"bench-{transport}"
-    broker = Mosquitto(work / f"mqtt-{transport}", shutil.which("mosquitto") or "/usr/sbin/mosquitto",
-                       shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd")  # fmt: skip
-    broker.start()
+    broker = None
+    if transport == "mqtt":  # the webhook run has no broker: clusterd runs one receiver, as a user's would
+        broker = Mosquitto(work / f"mqtt-{transport}", shutil.which("mosquitto") or "/usr/sbin/mosquitto",
+                           shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd")  # fmt: skip
+        broker.start()
     lab = Lab(work / f"lab-{transport}").create()
     procs: list[Any] = []
     out: dict[str, Any] = {}
@@ -100,23 +102,21 @@ def pipeline(
                                                        "dynamic-prefix.io/address-range": "lb"}},
             "spec": {"blocks": [{"cidr": "192.0.2.0/24"}]},
         })  # fmt: skip
-        cd = Clusterd(kube, work / f"clusterd-{transport}", mqtt_port=broker.plain_port, identity=name,
-                      webhook=transport == "webhook")  # fmt: skip
+        cd = Clusterd(kube, work / f"clusterd-{transport}", mqtt_port=broker.plain_port if broker else None,
+                      identity=name, webhook=broker is None)  # fmt: skip
         procs.append(cd)
         cd.wait_ready()
         time.sleep(1.0)
         out["clusterd_rss_idle_mb"] = rss_mb(cd.proc.pid)
         out["clusterd_idle"] = {"seconds": idle_seconds,
                                 "cpu_percent": cpu_percent_over(cd.proc.pid, idle_seconds)}  # fmt: skip
-        if transport == "mqtt":
+        if broker is not None:
             lab.forward(broker.plain_port)
             sink: dict[str, Any] = {"mqtt_port": broker.plain_port}
         else:
             assert cd.webhook_port is not None
             lab.forward(cd.webhook_port)
-            key = work / f"hook-{transport}.key"
-            key.write_bytes(WEBHOOK_SECRET)
-            sink = {"webhook_url": cd.webhook_url, "webhook_secret_file": key}
+            sink = {"webhook_url": cd.webhook_url, "webhook_secret_file": cd.secret_file}
         toml = routerd_toml(lab.host_if, router_id=name, hold_down=0, stdout=False, **sink)
         procs.append(Routerd(lab, work / f"routerd-{transport}", toml))
         time.sleep(1.5)
@@ -149,7 +149,8 @@ def pipeline(
         for p in procs:
             p.stop()
         lab.destroy()
-        broker.stop()
+        if broker is not None:
+            broker.stop()
     return out
 
 

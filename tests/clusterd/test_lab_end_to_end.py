@@ -14,7 +14,7 @@ import pytest
 
 from tests.clusterd.test_clusterd import RANGE, V4, block, create_dp, create_pool, current, get_dp, get_pool
 from tests.ground.apiserver import KubeAPI
-from tests.ground.clusterd_proc import WEBHOOK_SECRET, Clusterd
+from tests.ground.clusterd_proc import Clusterd
 from tests.ground.mosquitto import Mosquitto
 from tests.ground.netlab import AdvPrefix, Lab
 from tests.ground.routerd_proc import Routerd, routerd_toml
@@ -72,10 +72,8 @@ def test_radvd_to_routerd_to_the_webhook(
     cd.wait_ready()
     assert cd.webhook_port is not None
     lab.forward(cd.webhook_port)
-    secret = tmp_path / "hook.key"
-    secret.write_bytes(WEBHOOK_SECRET)
     lab.start_radvd([AdvPrefix(A, valid=3600, preferred=1800)])
-    toml = routerd_toml(lab.host_if, webhook_url=cd.webhook_url, webhook_secret_file=secret)
+    toml = routerd_toml(lab.host_if, webhook_url=cd.webhook_url, webhook_secret_file=cd.secret_file)
     started.append(Routerd(lab, tmp_path / "routerd", toml))
     follow(cluster, lab)
     assert get_dp(cluster)["status"]["source"]["transport"] == "webhook"

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from tests.ground.apiserver import KubeAPI
+from tests.ground.apiserver import KubeAPI, env_without_proxy
 from tests.ground.ports import free_port
 from tests.ground.waiting import wait_for_line
 
@@ -41,8 +41,8 @@ class Clusterd:
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
-        secret = workdir / "webhook.key"
-        secret.write_bytes(WEBHOOK_SECRET)
+        self.secret_file = workdir / "webhook.key"  # WEBHOOK_SECRET: a webhook sender signs with it too
+        self.secret_file.write_bytes(WEBHOOK_SECRET)
         self.health_port = free_port()
         self.webhook_port = free_port() if webhook else None
         cfg: dict[str, Any] = {
@@ -61,7 +61,10 @@ class Clusterd:
         if mqtt_port is not None:
             cfg["mqtt"] = {"host": "127.0.0.1", "port": mqtt_port, "tls": False}
         if webhook:
-            cfg["webhook"] = {"listen": f"127.0.0.1:{self.webhook_port}", "secretFiles": [str(secret)]}
+            cfg["webhook"] = {
+                "listen": f"127.0.0.1:{self.webhook_port}",
+                "secretFiles": [str(self.secret_file)],
+            }
         cfg.update(extra or {})
         self.config_path = workdir / "clusterd.yaml"
         self.config_path.write_text(yaml.safe_dump(cfg))
@@ -70,7 +73,7 @@ class Clusterd:
             argv = ["ip", "netns", "exec", netns, *argv]
         self.log_lines: list[str] = []
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                                     env={**os.environ, "NO_PROXY": "*"})  # fmt: skip
+                                     env=env_without_proxy())  # fmt: skip
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:

@@ -153,9 +153,5 @@ keyfile {self.key_file}
                 self._proc.wait()
         self._proc = None
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
     def log(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""

@@ -28,7 +28,6 @@ class Routerd:
         config: str | None = None,
         args: Sequence[str] = (),
         env: dict[str, str] | None = None,
-        netns: str | None = None,
         wrap: Sequence[str] | None = None,
         python: str | None = None,
     ) -> None:
@@ -45,7 +44,7 @@ class Routerd:
         self.stderr_lines: list[str] = []
         if lab is not None:
             self.proc = lab.popen(
-                netns or lab.host, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env
+                lab.host, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env
             )
         else:
             self.proc = subprocess.Popen(

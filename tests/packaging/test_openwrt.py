@@ -191,16 +191,14 @@ def test_the_broker_address_reaches_mosquitto_pub_whole(
 def test_clusterd_accepts_it_over_the_webhook_and_mqtt(cluster: Any, mosquitto: Any, tmp_path: Path) -> None:
     from tests.clusterd.test_clusterd import create_dp
     from tests.clusterd.test_clusterd import current as dp_current
-    from tests.ground.clusterd_proc import WEBHOOK_SECRET, Clusterd
+    from tests.ground.clusterd_proc import Clusterd
     from tests.ground.waiting import wait_until
 
     create_dp(cluster, router="tiny", interface="wan")
     cd = Clusterd(cluster, tmp_path / "clusterd", mqtt_port=mosquitto.plain_port)
     try:
         cd.wait_ready()
-        key = tmp_path / "hook.key"
-        key.write_bytes(WEBHOOK_SECRET)
-        out = publish("-r", "tiny", "-i", "wan", "--webhook", cd.webhook_url, "--secret-file", str(key),
+        out = publish("-r", "tiny", "-i", "wan", "--webhook", cd.webhook_url, "--secret-file", str(cd.secret_file),
                       "2001:db8:100::/56,3600,7200", state=tmp_path / "seq")  # fmt: skip
         assert out.returncode == 0, out.stderr
         assert dp_current(cluster) == "2001:db8:100::/56"
