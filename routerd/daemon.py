@@ -19,7 +19,6 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from ipaddress import IPv6Network
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,7 +28,7 @@ from routerd.adapters.netlink import LinkEvent, NetlinkMonitor, to_event
 from routerd.adapters.rawsock import RASocket
 from routerd.adapters.routes import default_route_interface
 from routerd.adapters.stdout import StdoutSink
-from routerd.core import ra
+from routerd.core import dhcpv6, ra
 from routerd.core.emitter import Emitter, message
 from routerd.core.sequence import SequenceAllocator
 from routerd.core.tracker import Delegated, InterfaceRemoved, Observation, RAObserved, Tracker, Update
@@ -524,7 +523,8 @@ class Daemon:
             try:
                 iface = str(req["interface"])
                 prefixes = tuple(
-                    (IPv6Network(p, strict=False), int(v), int(pr)) for p, v, pr in req.get("prefixes", [])
+                    dhcpv6.delegation(p, v, pr, f"prefixes[{i}]")
+                    for i, (p, v, pr) in enumerate(req.get("prefixes", []))
                 )
             except (KeyError, TypeError, ValueError) as e:
                 return {"ok": False, "error": f"bad delegation: {e}"}

@@ -43,6 +43,15 @@ def _prefix(raw: str, what: str) -> IPv6Network:
         raise HookError(f"{what} {raw!r} is not an IPv6 prefix") from None
 
 
+def delegation(prefix: object, valid: object, preferred: object, what: str) -> Delegation:
+    """One (prefix, valid, preferred) from untyped input (a hook's JSON), checked like the parsers below."""
+    return (
+        _prefix(str(prefix), f"{what} prefix"),
+        _lifetime(str(valid), f"{what} valid lifetime"),
+        _lifetime(str(preferred), f"{what} preferred lifetime"),
+    )
+
+
 def odhcp6c(state: str, env: Mapping[str, str]) -> tuple[Delegation, ...] | None:
     """odhcp6c: ``PREFIXES="2001:db8::/56,3600,7200[,class=..,excluded=..] ..."`` (preferred, then valid).
 

@@ -379,6 +379,12 @@ class Tracker:
         rfc4862: bool,
         preference: int = 0,
     ) -> None:
+        if not (preferred >= 0 and 0 <= valid <= INFINITE):
+            # Only a control-socket hook can say this (RAs and netlink carry u32s); never let it in.
+            ignored.append(
+                Ignored("lifetime-out-of-range", f"{prefix}: valid {valid}, preferred {preferred}")
+            )
+            return
         if preferred > valid:  # INFINITE is the largest u32, so this covers it too
             # RFC 4862 §5.5.3 c: a preferred lifetime beyond the valid one voids the option.
             ignored.append(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from routerd.cli import control_request
 from tests.ground.netlab import AdvPrefix, Lab
 from tests.ground.routerd_proc import Routerd, current, states
 from tests.ground.waiting import wait_until
@@ -101,6 +102,16 @@ def test_dhcpv6_hooks_feed_delegations_and_status_reports_them(lab: Lab, tmp_pat
         bad = routerd_cli(lab, "hook", "--socket", str(ctl), "odhcp6c", "wan", "updated",
                           env={"PREFIXES": "2001:db8::/56,soon,7200"})  # fmt: skip
         assert bad.returncode == 2 and "not a number of seconds" in bad.stderr
+
+        # A request straight to the socket, past the CLI's parsers: a lifetime beyond 32 bits is refused
+        # with a reason, and the daemon goes on publishing for that interface.
+        huge = control_request(ctl, {"op": "delegated", "interface": "wan",
+                                     "prefixes": [[str(PD), 2**40, 60]]})  # fmt: skip
+        assert huge["ok"] is False and "outside 0..4294967295" in huge["error"]
+        out = routerd_cli(lab, "hook", "--socket", str(ctl), "odhcp6c", "wan", "bound",
+                          env={"PREFIXES": f"{PD},1800,3600"})  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        r.wait_for(lambda m: m["interface"] == "wan" and current(m) == PD)
     finally:
         r.stop()
 

@@ -246,6 +246,14 @@ def test_delegations_replace_the_whole_set() -> None:
     assert up.changes == (("wan", pd, Change.WITHDRAWN),)
 
 
+def test_a_lifetime_beyond_32_bits_never_enters_the_state() -> None:
+    t = Tracker()
+    pd = IPv6Network("2001:db8:100::/56")
+    up = t.observe(Delegated("wan", ((pd, 2**40, 60), (A, 7200, -1))), 0.0)
+    assert [i.reason for i in up.ignored] == ["lifetime-out-of-range"] * 2
+    assert t.view("wan", 0.0) == () and not up.changed
+
+
 def test_interface_removed_withdraws_everything() -> None:
     t = Tracker()
     t.observe(adv(pio(A, 3600, 1800), pio(B, 3600, 1800)), 0.0)
