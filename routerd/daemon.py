@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -293,13 +294,28 @@ class Daemon:
             except OSError:
                 LOG.warning("interface does not exist (yet); waiting for it", extra=kv(interface=name))
         self._loop.add_reader(self._netlink.fileno(), self._on_netlink)
+        self._resync()
+
+    def _resync(self) -> None:
+        """Re-read every IPv6 address from the kernel (start, a hook's nudge, lost events)."""
+        if self._netlink is None:
+            return
         for kind, msg in NetlinkMonitor.dump_addresses():
             self._netlink_message(kind, msg)
 
     def _on_netlink(self) -> None:
         assert self._netlink is not None
-        for kind, msg in self._netlink.read():
-            self._netlink_message(kind, msg)
+        try:
+            for kind, msg in self._netlink.read():
+                self._netlink_message(kind, msg)
+        except OSError as e:
+            if e.errno != errno.ENOBUFS:
+                raise
+            # The kernel dropped events the socket had no room for: the dump tells what they said.
+            self.limited.warning(
+                "netlink-overrun", "netlink events were lost (ENOBUFS); re-reading addresses"
+            )
+            self._resync()
 
     def _netlink_message(self, kind: int, msg: bytes) -> None:
         try:
@@ -538,8 +554,7 @@ class Daemon:
 
     def _nudge(self) -> None:
         """A hook says something changed: re-read the kernel's addresses and ask routers."""
-        for kind, msg in NetlinkMonitor.dump_addresses():
-            self._netlink_message(kind, msg)
+        self._resync()
         for sock in self._ra.values():
             with contextlib.suppress(OSError):
                 sock.solicit()
