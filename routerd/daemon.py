@@ -33,7 +33,7 @@ from routerd.core import dhcpv6, ra
 from routerd.core.emitter import Emitter, message
 from routerd.core.sequence import SequenceAllocator
 from routerd.core.tracker import Delegated, InterfaceRemoved, Observation, RAObserved, Tracker, Update
-from routerd.core.wire import PrefixState
+from routerd.core.wire import PrefixState, timestamp
 from routerd.logs import RateLimited, kv
 
 LOG = logging.getLogger("routerd")
@@ -207,10 +207,8 @@ class Daemon:
                     self._control_path.unlink()
             self._control = None
         assert self._loop is not None
-        for name, sock in list(self._ra.items()):
-            self._loop.remove_reader(sock.fileno())
-            sock.close()
-            del self._ra[name]
+        for name in list(self._ra):
+            self._close_ra(name)
         if self._netlink is not None:
             self._loop.remove_reader(self._netlink.fileno())
             self._netlink.close()
@@ -435,7 +433,7 @@ class Daemon:
             interface=iface,
             boot=self.boot,
             sequence=value,
-            observed_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            observed_at=timestamp(datetime.now(UTC)),
             views=self.tracker.view(iface, now),
         )
         self.latest[iface] = msg

@@ -19,6 +19,7 @@ from routerd.adapters.rawsock import RASocket
 from routerd.core import ra
 from routerd.core.emitter import message
 from routerd.core.tracker import RAObserved, Tracker, TrackerConfig
+from routerd.core.wire import timestamp
 from routerd.logs import RateLimited, kv
 
 LOG = logging.getLogger("clusterd.ra")
@@ -104,7 +105,7 @@ class RAListener:
             interface=interface,
             boot=self.boot,
             sequence=self._sequence,
-            observed_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            observed_at=timestamp(now),
             views=self.tracker.view(interface, self._now()),
         )
         self._submit(

@@ -79,7 +79,6 @@ class MQTTSink:
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._limited = RateLimited(LOG)
-        self.published = 0
 
     def state_topic(self, interface: str) -> str:
         return f"{self.base}/{interface}/state"
@@ -149,7 +148,6 @@ class MQTTSink:
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call,unused-ignore]
             props.MessageExpiryInterval = seconds
         self._client.publish(topic, msg.to_json(), qos=1, retain=True, properties=props)
-        self.published += 1
 
     # -- paho callbacks (paho's thread) -------------------------------------------------------
 

@@ -30,10 +30,8 @@ try:
         if os.environ.get("NOTIFY_SOCKET"):
             _daemon.notify(state)
 
-    BACKEND = "systemd-python"
 except ImportError:  # OpenWrt, or a host without python3-systemd
     notify = _stdlib_notify
-    BACKEND = "stdlib"
 
 
 def watchdog_interval() -> float | None:

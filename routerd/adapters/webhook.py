@@ -76,9 +76,6 @@ class WebhookSink:
         self._pending: dict[str, PrefixState] = {}
         self._wake: dict[str, asyncio.Event] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self.delivered = 0
-        self.refused = 0
-        self.failed_attempts = 0
 
     async def start(self) -> None:
         return None
@@ -110,7 +107,6 @@ class WebhookSink:
             if self._pending.get(interface) is not msg:
                 continue  # superseded while in flight: send the newer one at once
             if outcome is _Outcome.RETRY:
-                self.failed_attempts += 1
                 delay = backoff.next()
                 try:
                     await asyncio.wait_for(wake.wait(), timeout=delay)
@@ -141,7 +137,6 @@ class WebhookSink:
         except urllib.error.HTTPError as e:
             reason = e.read(300).decode(errors="replace").strip()
             if 400 <= e.code < 500 and e.code not in RETRYABLE_4XX:
-                self.refused += 1
                 LOG.error(f"webhook refused the state (HTTP {e.code}): {reason}", extra=fields)
                 return _Outcome.REFUSED
             LOG.warning(f"webhook answered HTTP {e.code}; will retry", extra=fields)
@@ -149,6 +144,5 @@ class WebhookSink:
         except (urllib.error.URLError, OSError) as e:
             LOG.warning(f"webhook unreachable ({getattr(e, 'reason', e)}); will retry", extra=fields)
             return _Outcome.RETRY
-        self.delivered += 1
         LOG.debug("webhook acknowledged", extra=fields)
         return _Outcome.OK

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import json
+from datetime import datetime
 from ipaddress import IPv6Address, IPv6Network
 from typing import Annotated, Any, Final, Literal
 
@@ -157,6 +158,11 @@ class PrefixState(_Model):
 
     def to_json(self) -> bytes:
         return self.model_dump_json(by_alias=True).encode()
+
+
+def timestamp(at: datetime) -> str:
+    """``observedAt`` for a UTC time: ISO 8601 to the second, with Z."""
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def decode(payload: bytes | str) -> PrefixState:

@@ -110,3 +110,11 @@ def test_any_json_validates_or_raises_the_model_error(doc: object) -> None:
 def test_near_miss_messages_validate_or_raise_the_model_error(over: dict[str, Any]) -> None:
     with contextlib.suppress(wire.WireError):
         wire.decode(json.dumps(good(**over)))
+
+
+def test_observed_at_is_utc_to_the_second_with_z() -> None:
+    from datetime import UTC, datetime
+
+    from routerd.core.wire import timestamp
+
+    assert timestamp(datetime(2026, 11, 26, 1, 2, 3, 987654, tzinfo=UTC)) == "2026-11-26T01:02:03Z"
