@@ -69,10 +69,9 @@ def control_request(path: Path, req: dict[str, Any]) -> dict[str, Any]:
 def _socket_path(args: argparse.Namespace) -> Path:
     if args.socket or os.environ.get("ROUTERD_SOCKET"):
         return Path(args.socket or os.environ["ROUTERD_SOCKET"])
-    from routerd.daemon import control_path, state_dir
+    from routerd.daemon import control_path
 
-    cfg = cfgmod.load(args.config)
-    return control_path(cfg, state_dir(cfg))
+    return control_path(cfgmod.load(args.config))  # a client: creates no state directory
 
 
 def _send_delegation(

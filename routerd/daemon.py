@@ -69,7 +69,8 @@ def state_dir(cfg: cfgmod.Config) -> Path:
     return _writable_dir([Path("/var/lib/routerd"), home_state / "routerd"])
 
 
-def control_path(cfg: cfgmod.Config, state: Path) -> Path:
+def control_path(cfg: cfgmod.Config, state: Path | None = None) -> Path:
+    """Where the control socket is; the state directory (made if missing) is only the last resort."""
     if cfg.control_socket is not None:
         return cfg.control_socket
     if os.environ.get("RUNTIME_DIRECTORY"):  # systemd's RuntimeDirectory= (DynamicUser)
@@ -77,7 +78,9 @@ def control_path(cfg: cfgmod.Config, state: Path) -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if os.geteuid() == 0:
         return Path("/run/routerd/control.sock")
-    return Path(runtime) / "routerd.sock" if runtime else state / "control.sock"
+    if runtime:
+        return Path(runtime) / "routerd.sock"
+    return (state or state_dir(cfg)) / "control.sock"
 
 
 class SequenceStore:
