@@ -6,7 +6,7 @@ Standard library only (aiohttp is not in OpenWrt's feed). Headers::
     X-Dynamic-Prefix-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>." + body)>
 
 TLS is verified (system CAs, or ``ca_file``). A 2xx acknowledges; a 4xx other
-than 408/429 means the receiver refused this message for good (its reason is
+than 408/425/429 means the receiver refused this message for good (its reason is
 logged) and only a newer state is sent; anything else is retried with
 exponential backoff and jitter, and a newer state for the same interface
 replaces the one waiting. The secret is never logged.
