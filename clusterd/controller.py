@@ -201,18 +201,23 @@ class Controller:
 
     def on_service(self, kind: str, obj: Any) -> None:
         items = obj if kind == "SYNC" else [obj]
+        previous = self.services
         if kind == "SYNC":
-            self.services.clear()
+            self.services = {}
             self.services_synced.set()
         for o in items:
             m = o["metadata"]
             key = f"{m['namespace']}/{m['name']}"
             ann = m.get("annotations") or {}
             if kind == "DELETED" or (poolplan.NAME not in ann and svcplan.OWNED not in ann):
-                if self.services.pop(key, None) is not None:
+                if previous.pop(key, None) is not None:
                     self._service_problems.pop(key, None)
+                self._service_waiting.discard(key)
                 continue
+            old = previous.get(key)
             self.services[key] = o
+            if old is not None and old["metadata"]["resourceVersion"] == m["resourceVersion"]:
+                continue  # the echo of our own write, or a relist: nothing new to plan
             self.enqueue(f"svc:{key}")
 
     # -- inputs: prefix reports ---------------------------------------------------------------------
