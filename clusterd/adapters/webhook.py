@@ -19,8 +19,9 @@ from aiohttp import web
 
 from clusterd.config import WebhookSection
 from clusterd.core import auth
-from clusterd.core.status import UNIQUE_LOCAL, Report
+from clusterd.core.status import Report
 from clusterd.metrics import Metrics
+from routerd.core.tracker import UNIQUE_LOCAL
 from routerd.core.wire import WireError, decode
 from routerd.logs import RateLimited, kv
 

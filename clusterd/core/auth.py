@@ -8,10 +8,11 @@ only has to remember one window's worth of signatures.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections import OrderedDict
 from dataclasses import dataclass, field
+
+from routerd.core.wire import sign
 
 
 class AuthError(Exception):
@@ -20,10 +21,6 @@ class AuthError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-
-
-def expected(secret: bytes, timestamp: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
 @dataclass
@@ -67,7 +64,7 @@ def verify(
         ts = int(timestamp)
     except ValueError:
         raise AuthError(400, f"X-Dynamic-Prefix-Timestamp {timestamp[:20]!r} is not Unix seconds") from None
-    if not any(hmac.compare_digest(expected(s, timestamp, body), signature) for s in secrets):
+    if not any(hmac.compare_digest(sign(s, timestamp, body), signature) for s in secrets):
         raise AuthError(401, "bad signature: check the shared secret on both sides")
     if abs(now - ts) > window:
         raise AuthError(

@@ -60,8 +60,6 @@ class Write:
 @dataclass(frozen=True)
 class PoolPlan:
     writes: tuple[Write, ...]
-    problem: str | None = None
-    """Why the pool cannot be synced (a missing DynamicPrefix or range); nothing is written then."""
 
 
 def prefixes_in_use(status: DynamicPrefixStatus) -> list[IPv6Network]:

@@ -51,10 +51,6 @@ class ServiceView:
     ingress_ips: tuple[str, ...]
     """status.loadBalancer.ingress[].ip"""
 
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
 
 @dataclass(frozen=True)
 class ServicePlan:

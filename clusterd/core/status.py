@@ -25,10 +25,9 @@ from clusterd.crd import (
     SourceStatus,
     SubnetStatus,
 )
+from routerd.core.tracker import GLOBAL_UNICAST, UNIQUE_LOCAL
 from routerd.core.wire import PrefixState, PrefixStatus
-
-GLOBAL_UNICAST = IPv6Network("2000::/3")
-UNIQUE_LOCAL = IPv6Network("fc00::/7")
+from routerd.core.wire import timestamp as rfc3339
 
 PREFIX_ACQUIRED = "PrefixAcquired"
 POOLS_SYNCED = "PoolsSynced"
@@ -36,10 +35,6 @@ SERVICES_SYNCED = "ServicesSynced"
 DEGRADED = "Degraded"
 SOURCE_ROUTERD = "routerd"
 SOURCE_RA = "router-advertisement"
-
-
-def rfc3339(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(s: str | None) -> datetime | None:
@@ -281,9 +276,7 @@ def plan(
         )
         if chosen != current:
             origin = f"{msg.router}/{msg.interface}" if report.kind == SOURCE_ROUTERD else msg.interface
-            if chosen is not None and current is None and not history:
-                events.append(Event("Normal", "PrefixAcquired", f"{chosen} from {report.kind} {origin}"))
-            elif chosen is not None and current is not None:
+            if chosen is not None and current is not None:
                 events.append(
                     Event("Normal", "PrefixChanged", f"{current} -> {chosen} from {report.kind} {origin}")
                 )

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import hashlib
-import hmac
 import logging
 import random
 import ssl
@@ -27,19 +25,13 @@ from dataclasses import dataclass, field
 from urllib.request import Request, urlopen  # loads it here, in the main thread: routerd/lean.py
 
 from routerd.config import WebhookSection
-from routerd.core.wire import PrefixState
+from routerd.core.wire import PrefixState, sign
 from routerd.logs import kv
 
 LOG = logging.getLogger("routerd.webhook")
 TIMESTAMP_HEADER = "X-Dynamic-Prefix-Timestamp"
 SIGNATURE_HEADER = "X-Dynamic-Prefix-Signature"
 RETRYABLE_4XX = {408, 425, 429}
-
-
-def sign(secret: bytes, timestamp: int, body: bytes) -> str:
-    """The signature header value for ``body`` sent at ``timestamp``."""
-    mac = hmac.new(secret, str(timestamp).encode() + b"." + body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
 
 
 @dataclass

@@ -18,6 +18,8 @@ Works with pydantic 2.8 (OpenWrt's feed) and newer.
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
 import json
 from datetime import datetime
 from ipaddress import IPv6Address, IPv6Network
@@ -158,6 +160,12 @@ class PrefixState(_Model):
 
     def to_json(self) -> bytes:
         return self.model_dump_json(by_alias=True).encode()
+
+
+def sign(secret: bytes, timestamp: int | str, body: bytes) -> str:
+    """The webhook signature header value: HMAC-SHA256 over ``"<timestamp>." + body`` (docs/wire-protocol.md)."""
+    mac = hmac.new(secret, str(timestamp).encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
 
 
 def timestamp(at: datetime) -> str:
