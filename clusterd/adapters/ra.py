@@ -23,6 +23,7 @@ from routerd.core.wire import timestamp
 from routerd.logs import RateLimited, kv
 
 LOG = logging.getLogger("clusterd.ra")
+REOPEN_SECONDS = 5.0  # an interface that is missing or failed is tried again this often
 
 
 class RAListener:
@@ -34,15 +35,19 @@ class RAListener:
         self._sockets: dict[str, RASocket] = {}
         self._limited = RateLimited(LOG)
         self._timer: asyncio.TimerHandle | None = None
+        self._wanted: set[str] = set()
+        self._reopen: asyncio.TimerHandle | None = None
         self.available = True
 
     def want(self, interfaces: set[str]) -> None:
         """Listen on exactly these interfaces (the DynamicPrefixes that enable RAs name them)."""
         loop = asyncio.get_running_loop()
+        self._wanted = set(interfaces)
+        if self._reopen is not None:
+            self._reopen.cancel()
+            self._reopen = None
         for name in set(self._sockets) - interfaces:
-            sock = self._sockets.pop(name)
-            loop.remove_reader(sock.fileno())
-            sock.close()
+            self._drop(name)
         for name in interfaces - set(self._sockets):
             try:
                 sock = RASocket(name)
@@ -52,8 +57,11 @@ class RAListener:
                 continue
             except OSError as e:
                 self._limited.warning(
-                    "ra-socket", f"cannot listen for RAs on {name}: {e.strerror}", interface=name
+                    "ra-socket",
+                    f"cannot listen for RAs on {name}: {e.strerror}; trying again",
+                    interface=name,
                 )
+                self._retry_later()
                 continue
             self._sockets[name] = sock
             loop.add_reader(sock.fileno(), self._readable, name)
@@ -62,6 +70,17 @@ class RAListener:
             except OSError as e:
                 LOG.warning(f"router solicitation failed: {e.strerror}", extra=kv(interface=name))
             LOG.info("listening for RAs", extra=kv(interface=name))
+
+    def _drop(self, name: str) -> None:
+        sock = self._sockets.pop(name)
+        asyncio.get_running_loop().remove_reader(sock.fileno())
+        sock.close()
+
+    def _retry_later(self) -> None:
+        if self._reopen is None:
+            self._reopen = asyncio.get_running_loop().call_later(
+                REOPEN_SECONDS, lambda: self.want(self._wanted)
+            )
 
     def close(self) -> None:
         self.want(set())
@@ -73,15 +92,26 @@ class RAListener:
 
     def _readable(self, name: str) -> None:
         sock = self._sockets.get(name)
-        while sock is not None and (got := sock.receive()) is not None:
-            try:
-                adv = ra.accept(got.data, hop_limit=got.hop_limit, source=got.source)
-            except ra.RAError as e:
-                self._limited.warning(e.reason, f"ignored an RA: {e}", interface=name, source=str(got.source))
-                continue
-            up = self.tracker.observe(RAObserved(name, got.source, adv.preference, adv.prefixes), self._now())
-            for i in up.changed:
-                self._report(i)
+        try:
+            while sock is not None and (got := sock.receive()) is not None:
+                try:
+                    adv = ra.accept(got.data, hop_limit=got.hop_limit, source=got.source)
+                except ra.RAError as e:
+                    self._limited.warning(
+                        e.reason, f"ignored an RA: {e}", interface=name, source=str(got.source)
+                    )
+                    continue
+                up = self.tracker.observe(
+                    RAObserved(name, got.source, adv.preference, adv.prefixes), self._now()
+                )
+                for i in up.changed:
+                    self._report(i)
+        except OSError as e:  # the interface went away: a reader left registered would spin
+            self._limited.warning(
+                "ra-socket", f"the raw socket on {name} failed ({e.strerror}); reopening", interface=name
+            )
+            self._drop(name)
+            self._retry_later()
         self._reschedule()
 
     def _tick(self) -> None:

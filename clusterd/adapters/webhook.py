@@ -95,7 +95,9 @@ class WebhookServer:
             auth.verify(self._secrets, request.headers.get(TIMESTAMP), request.headers.get(SIGNATURE), body,
                         time.time(), self.cfg.timestamp_window, self.replays)  # fmt: skip
         except auth.AuthError as e:
-            return self._refuse(request, e.status, "unauthorized" if e.status == 401 else "replay", str(e))
+            return self._refuse(
+                request, e.status, {401: "unauthorized", 409: "replay"}.get(e.status, "invalid"), str(e)
+            )
         try:
             state = decode(body)
         except WireError as e:
