@@ -142,9 +142,12 @@ def decode_address(payload: bytes) -> AddressMessage | None:
     if family != AF_INET6:
         return None
     attrs = attributes(payload, _IFADDRMSG.size)
-    raw = attrs.get(IFA_ADDRESS) or attrs.get(IFA_LOCAL)
+    # if_addr.h: IFA_LOCAL is the address on this host; for a point-to-point address
+    # (``ip addr add A peer P``) IFA_ADDRESS is the peer P, otherwise the kernel sends
+    # only IFA_ADDRESS, which is then the local address.
+    raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
     if raw is None or len(raw) != 16 or plen > 128:
-        raise NetlinkError("IPv6 ifaddrmsg without a 16-byte IFA_ADDRESS")
+        raise NetlinkError("IPv6 ifaddrmsg without a 16-byte IFA_LOCAL or IFA_ADDRESS")
     flags = _U32.unpack(attrs[IFA_FLAGS])[0] if len(attrs.get(IFA_FLAGS, b"")) == 4 else flags8
     preferred = valid = 0xFFFFFFFF
     cache = attrs.get(IFA_CACHEINFO)

@@ -1,8 +1,10 @@
-"""rtnetlink decoding (routerd/core/rtnetlink.py): captured vectors, fuzzing, and pyroute2 as the reference.
+"""rtnetlink decoding (routerd/core/rtnetlink.py): captured vectors, fuzzing, and the kernel as the reference.
 
 routerd decodes netlink itself to stay small; these tests decode what the
 running kernel sends with both routerd and pyroute2 (0.7.9 in the openwrt tox
-environment, 0.9 in the main one) and require the same answer.
+environment, 0.9 in the main one) and require the same answer, and check the
+fields pyroute2 leaves to the reader against what went in: ``ip addr`` for a
+point-to-point address.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from hypothesis import strategies as st
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
-from routerd.adapters.netlink import NetlinkMonitor
+from routerd.adapters.netlink import NetlinkMonitor, to_event
 from routerd.core import rtnetlink as rt
+from routerd.core.tracker import AddressObserved
+from tests.ground.netlab import Lab, inside, run
 
 # Captured from Linux 6.18 (radvd: 2001:db8:a::/64, valid 3600, preferred 1800), after the nlmsghdr.
 KERNEL_6_18 = bytes.fromhex(
@@ -109,7 +113,8 @@ def test_addresses_decode_like_pyroute2_on_kernel_messages() -> None:
         ref.decode()
         assert ours is not None
         cache = ref.get_attr("IFA_CACHEINFO")
-        assert ours.address == IPv6Interface(f"{ref.get_attr('IFA_ADDRESS')}/{ref['prefixlen']}")
+        local = ref.get_attr("IFA_LOCAL") or ref.get_attr("IFA_ADDRESS")  # IFA_ADDRESS is a peer's
+        assert ours.address == IPv6Interface(f"{local}/{ref['prefixlen']}")
         assert (ours.ifindex, ours.scope) == (ref["index"], ref["scope"])
         assert ours.flags == (ref.get_attr("IFA_FLAGS") or ref["flags"])
         assert (ours.preferred, ours.valid) == (cache["ifa_preferred"], cache["ifa_valid"])
@@ -166,3 +171,22 @@ def test_a_new_address_arrives_as_an_event(tmp_path: object) -> None:
         mon.close()
     finally:
         run(["ip", "netns", "del", ns], check=False)
+
+
+def test_a_point_to_point_address_decodes_as_the_local_one(lab: Lab) -> None:
+    # ip(8): "local" is this host's address, "address" the peer's (IFA_LOCAL, IFA_ADDRESS).
+    run(["ip", "-6", "addr", "add", "2001:db8:5::1", "peer", "2001:db8:6::2/64", "dev", lab.host_if,
+         "nodad", "valid_lft", "600", "preferred_lft", "300"], lab.host)  # fmt: skip
+    (shown,) = [a for a in lab.addresses(lab.host, lab.host_if) if a.get("scope") == "global"]
+    assert (shown["local"], shown["address"], shown["prefixlen"]) == ("2001:db8:5::1", "2001:db8:6::2", 64)
+    with inside(lab.host):
+        index = socket.if_nametoindex(lab.host_if)
+        dumped = [p for t, p in NetlinkMonitor.dump_addresses() if t == rt.RTM_NEWADDR]
+    global_here = [
+        (a, p) for p in dumped if (a := rt.decode_address(p)) and a.ifindex == index and a.scope == 0
+    ]
+    ((addr, payload),) = global_here
+    assert addr.address == IPv6Interface(f"{shown['local']}/{shown['prefixlen']}")
+    # What the tracker is told: the prefix this host has an address in, not the peer's.
+    event = to_event(rt.RTM_NEWADDR, payload, {index: lab.host_if})
+    assert isinstance(event, AddressObserved) and event.address.network == IPv6Network("2001:db8:5::/64")
