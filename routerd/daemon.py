@@ -319,8 +319,9 @@ class Daemon:
             self._resync()
 
     def _netlink_message(self, kind: int, msg: bytes) -> None:
+        assert self._netlink is not None
         try:
-            event = to_event(kind, msg, self._names)
+            event = to_event(kind, msg, self._names, self._netlink.layout)
         except ValueError as e:  # rtnetlink.NetlinkError, or an address ipaddress refuses
             self.limited.warning("bad-netlink-message", f"undecodable netlink message type {kind}: {e}")
             return

@@ -6,11 +6,14 @@ a dump of the current addresses at start so a restart re-learns everything.
 Messages are decoded by ``routerd.core.rtnetlink``.
 
 On OpenWrt the kernel does not process RAs (odhcp6c does, in userspace), so
-only addresses appear there; on a Linux host with accept_ra both do.
+only addresses appear there; on a Linux host with accept_ra both do. How
+RTM_NEWPREFIX carries the PIO flags depends on the kernel's version, read
+once from ``uname``.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +35,7 @@ class LinkEvent:
 Event = AddressObserved | AddressRemoved | KernelPrefixObserved | LinkEvent
 
 
-def to_event(kind: int, payload: bytes, names: dict[int, str]) -> Event | None:
+def to_event(kind: int, payload: bytes, names: dict[int, str], layout: rt.PrefixFlagsLayout) -> Event | None:
     """Translate one message for the tracker; None for what routerd does not use."""
     if kind in (rt.RTM_NEWADDR, rt.RTM_DELADDR):
         m = rt.decode_address(payload)
@@ -55,7 +58,10 @@ def to_event(kind: int, payload: bytes, names: dict[int, str]) -> Event | None:
         p = rt.decode_prefix(payload)
         if p.ifindex not in names:
             return None
-        return KernelPrefixObserved(names[p.ifindex], p.prefix, p.valid, p.preferred)
+        on_link, autonomous = layout.decode(p.flags)
+        return KernelPrefixObserved(
+            names[p.ifindex], p.prefix, p.valid, p.preferred, on_link=on_link, autonomous=autonomous
+        )
     if kind in (rt.RTM_NEWLINK, rt.RTM_DELLINK):
         link = rt.decode_link(payload)
         return LinkEvent(link.ifindex, link.name, link.up, kind == rt.RTM_DELLINK)
@@ -77,6 +83,8 @@ class NetlinkMonitor:
             s.close()
             raise
         self.sock = s
+        self.layout = rt.prefix_flags_layout(os.uname().release)
+        """How this kernel writes ``prefix_flags`` in RTM_NEWPREFIX."""
 
     def fileno(self) -> int:
         return self.sock.fileno()

@@ -6,14 +6,20 @@ where importing pyroute2 costs over 20 MB of RSS on a router with 128 MB
 (docs/performance.md). The tests check these decoders against pyroute2's on
 messages from the running kernel.
 
-``prefix_flags`` in RTM_NEWPREFIX changed meaning in 2023: it used to carry
-IF_PREFIX_ONLINK (0x01) and IF_PREFIX_AUTOCONF (0x02); it now carries the
-PIO's raw flag byte (L 0x80, A 0x40, R 0x20, P 0x10), whose low four bits are
-reserved and zero. Low bits set means the old meaning, otherwise the new one.
+``prefix_flags`` in RTM_NEWPREFIX changed meaning in December 2023 (Linux
+commit bd4a816752ba, "support reporting otherwise unknown prefix flags in
+RTM_NEWPREFIX"): it used to carry IF_PREFIX_ONLINK (0x01) and
+IF_PREFIX_AUTOCONF (0x02); since then ``struct prefix_info`` has a union
+with the PIO's flag byte and the kernel copies that byte as received (L 0x80,
+A 0x40, R 0x20, P 0x10, and the reserved bits as the router set them). Which
+layout a kernel uses is a fact of its version (:func:`prefix_flags_layout`);
+the byte alone cannot tell, since a router may set reserved bits.
 """
 
 from __future__ import annotations
 
+import enum
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -124,14 +130,52 @@ class LinkMessage:
 
 @dataclass(frozen=True)
 class PrefixMessage:
-    """RTM_NEWPREFIX: one PIO the kernel processed."""
+    """RTM_NEWPREFIX: one PIO the kernel processed; ``flags`` as the kernel wrote them."""
 
     ifindex: int
     prefix: IPv6Network
-    on_link: bool
-    autonomous: bool
+    flags: int
     preferred: int
     valid: int
+
+
+class PrefixFlagsLayout(enum.Enum):
+    """What the kernel puts in ``prefix_flags`` (see the module docstring)."""
+
+    IF_PREFIX = "if-prefix"
+    """Before the change: IF_PREFIX_ONLINK 0x01 and IF_PREFIX_AUTOCONF 0x02, nothing else."""
+    PIO = "pio"
+    """Since the change: the PIO's flag byte, L 0x80 and A 0x40 (RFC 4861 §4.6.2)."""
+
+    def decode(self, flags: int) -> tuple[bool, bool]:
+        """(on-link, autonomous) from ``prefix_flags``."""
+        if self is PrefixFlagsLayout.IF_PREFIX and not flags & ~0x03:
+            return bool(flags & 0x01), bool(flags & 0x02)
+        # Bits the old layout never writes: the kernel's version predates the change but
+        # it was backported (distributions keep a frozen version, such as Ubuntu's 5.15.0-N).
+        return bool(flags & 0x80), bool(flags & 0x40)
+
+
+_PIO_LAYOUT_SINCE = {(5, 4): 265, (5, 10): 205, (5, 15): 144, (6, 1): 69, (6, 6): 8}
+"""Stable series that took the change, and from which release (all of 20 December 2023)."""
+
+
+def prefix_flags_layout(release: str) -> PrefixFlagsLayout:
+    """The ``prefix_flags`` layout of a kernel, from its release string (``uname -r``).
+
+    Mainline copies the PIO byte from 6.7 on; the stable series in
+    ``_PIO_LAYOUT_SINCE`` from the release named there. Anything else, or a
+    release string we cannot read, gets the old layout, whose decoder still
+    recognises the PIO byte when bits outside 0x03 are set.
+    """
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", release)
+    if m is None:
+        return PrefixFlagsLayout.IF_PREFIX
+    major, minor, patch = int(m[1]), int(m[2]), int(m[3] or 0)
+    since = _PIO_LAYOUT_SINCE.get((major, minor))
+    if (major, minor) >= (6, 7) or (since is not None and patch >= since):
+        return PrefixFlagsLayout.PIO
+    return PrefixFlagsLayout.IF_PREFIX
 
 
 def decode_address(payload: bytes) -> AddressMessage | None:
@@ -164,15 +208,8 @@ def decode_link(payload: bytes) -> LinkMessage:
     return LinkMessage(ifindex, name.decode(errors="replace"), bool(flags & IFF_UP))
 
 
-def decode_prefix_flags(flags: int) -> tuple[bool, bool]:
-    """(on-link, autonomous) under either meaning of ``prefix_flags``."""
-    if flags & 0x0F:  # before the 2023 change: IF_PREFIX_ONLINK / IF_PREFIX_AUTOCONF
-        return bool(flags & 0x01), bool(flags & 0x02)
-    return bool(flags & 0x80), bool(flags & 0x40)
-
-
 def decode_prefix(payload: bytes) -> PrefixMessage:
-    """RTM_NEWPREFIX (pyroute2 has no decoder for it)."""
+    """RTM_NEWPREFIX (pyroute2 has no decoder for it); read ``flags`` with a :class:`PrefixFlagsLayout`."""
     if len(payload) < _PREFIXMSG.size:
         raise NetlinkError(f"prefixmsg of {len(payload)} bytes, need {_PREFIXMSG.size}")
     family, _p1, _p2, ifindex, _type, plen, flags, _p3 = _PREFIXMSG.unpack_from(payload)
@@ -185,14 +222,13 @@ def decode_prefix(payload: bytes) -> PrefixMessage:
     if address is None or len(address) != 16 or cache is None or len(cache) != _PREFIX_CACHEINFO.size:
         raise NetlinkError("PREFIX_ADDRESS or PREFIX_CACHEINFO missing")
     preferred, valid = _PREFIX_CACHEINFO.unpack(cache)
-    on_link, autonomous = decode_prefix_flags(flags)
     prefix = IPv6Network((IPv6Address(address), plen), strict=False)
-    return PrefixMessage(ifindex, prefix, on_link, autonomous, preferred, valid)
+    return PrefixMessage(ifindex, prefix, flags, preferred, valid)
 
 
-def encode_prefix(msg: PrefixMessage, raw_flags: int) -> bytes:
+def encode_prefix(msg: PrefixMessage) -> bytes:
     """The inverse of :func:`decode_prefix` (tests build kernel messages with it)."""
-    out = _PREFIXMSG.pack(AF_INET6, 0, 0, msg.ifindex, 3, msg.prefix.prefixlen, raw_flags, 0)
+    out = _PREFIXMSG.pack(AF_INET6, 0, 0, msg.ifindex, 3, msg.prefix.prefixlen, msg.flags, 0)
     out += _RTATTR.pack(_RTATTR.size + 16, PREFIX_ADDRESS) + msg.prefix.network_address.packed
     out += _RTATTR.pack(_RTATTR.size + _PREFIX_CACHEINFO.size, PREFIX_CACHEINFO)
     return out + _PREFIX_CACHEINFO.pack(msg.preferred, msg.valid)

@@ -27,6 +27,8 @@ GLOBAL_UNICAST = IPv6Network("2000::/3")
 UNIQUE_LOCAL = IPv6Network("fc00::/7")
 TWO_HOURS = 7200
 """RFC 4862 §5.5.3 e: an unauthenticated RA cannot cut a valid lifetime below this."""
+NEVER = -math.inf
+"""A deadline that has always passed: the claim has no such part."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class KernelPrefixObserved:
     prefix: IPv6Network
     valid: int
     preferred: int
+    on_link: bool
+    autonomous: bool
 
 
 @dataclass(frozen=True)
@@ -174,15 +178,28 @@ TRANSITIONS: dict[tuple[PrefixStatus | None, PrefixStatus | None], Change] = {
 
 @dataclass(frozen=True)
 class Claim:
-    """One source's latest word on one prefix. Deadlines are ``now``-clock seconds; None = never."""
+    """One source's latest word on one prefix. Deadlines are ``now``-clock seconds; None = never.
+
+    A PIO speaks for two things with separate lifetimes: the on-link entry
+    (L=1, RFC 4861 §6.3.4) and the addresses autoconfigured from it (A=1,
+    RFC 4862 §5.5.3). The prefix is valid while either lives.
+    """
 
     kind: SourceKind
-    valid_until: float | None
+    direct_until: float | None
+    """The valid lifetime as the source gave it: a PIO's on-link entry, an address's or a
+    delegation's lifetime; NEVER for a PIO that never had L=1."""
+    slaac_until: float | None
+    """Autoconfigured addresses, held by the two-hour rule; NEVER unless a PIO had A=1."""
     preferred_until: float | None
     withdrawn: bool = False
     preference: int = 0
     missed: int = 0
     """Consecutive RAs from this router that left the prefix out."""
+
+    @property
+    def valid_until(self) -> float | None:
+        return _later(self.direct_until, self.slaac_until)
 
 
 ClaimKey = tuple[SourceKind, str]
@@ -282,9 +299,9 @@ class Tracker:
         if isinstance(obs, RAObserved):
             self._on_ra(obs, now, ignored)
         elif isinstance(obs, KernelPrefixObserved):
-            self._on_lifetimes(
-                obs.interface, obs.prefix, obs.valid, obs.preferred,
-                key=(SourceKind.KERNEL_RA, ""), now=now, ignored=ignored, rfc4862=True,
+            self._on_pio(
+                obs.interface, obs.prefix, obs.valid, obs.preferred, obs.on_link, obs.autonomous,
+                key=(SourceKind.KERNEL_RA, ""), now=now, ignored=ignored,
             )  # fmt: skip
         elif isinstance(obs, AddressObserved):
             self._on_address(obs, now, ignored)
@@ -366,6 +383,32 @@ class Tracker:
         rec = records[prefix] = _Record()
         return rec
 
+    def _on_pio(
+        self,
+        interface: str,
+        prefix: IPv6Network,
+        valid: int,
+        preferred: int,
+        on_link: bool,
+        autonomous: bool,
+        *,
+        key: ClaimKey,
+        now: float,
+        ignored: list[Ignored],
+        preference: int = 0,
+    ) -> bool:
+        """A Prefix Information option, from an RA or the kernel; True if it was taken."""
+        if not (on_link or autonomous):
+            # RFC 4861 §6.3.4: L=0 says nothing about on-link determination; RFC 4862 §5.5.3 a/b:
+            # A=0 means no addresses from it. What remains (RFC 9762's P flag: hosts ask for their
+            # own prefix by DHCPv6-PD) is no prefix of this link.
+            ignored.append(Ignored("neither-on-link-nor-autonomous", f"{prefix}: a PIO with L=0 and A=0"))
+            return False
+        return self._on_lifetimes(
+            interface, prefix, valid, preferred, key=key, now=now, ignored=ignored,
+            direct=on_link, slaac=autonomous, preference=preference,
+        )  # fmt: skip
+
     def _on_lifetimes(
         self,
         interface: str,
@@ -376,35 +419,48 @@ class Tracker:
         key: ClaimKey,
         now: float,
         ignored: list[Ignored],
-        rfc4862: bool,
+        direct: bool = True,
+        slaac: bool = False,
         preference: int = 0,
-    ) -> None:
+    ) -> bool:
+        """Update ``key``'s claim; True if it was taken.
+
+        ``direct``: the valid lifetime counts as given (an on-link PIO, an address,
+        a delegation); ``slaac``: it is held by the two-hour rule (a PIO with A=1).
+        """
         if not (preferred >= 0 and 0 <= valid <= INFINITE):
             # Only a control-socket hook can say this (RAs and netlink carry u32s); never let it in.
             ignored.append(
                 Ignored("lifetime-out-of-range", f"{prefix}: valid {valid}, preferred {preferred}")
             )
-            return
+            return False
         if preferred > valid:  # INFINITE is the largest u32, so this covers it too
             # RFC 4862 §5.5.3 c: a preferred lifetime beyond the valid one voids the option.
             ignored.append(
                 Ignored("preferred-exceeds-valid", f"{prefix}: preferred {preferred} > valid {valid}")
             )
-            return
+            return False
         if not self._admissible(prefix, ignored):
-            return
+            return False
         existing = self._ifaces.get(interface, {}).get(prefix)
         old = existing.claims.get(key) if existing else None
         if valid == 0 and old is None:
             # RFC 4862 §5.5.3 d: valid lifetime 0 for a prefix we do not hold is ignored.
-            return
+            return False
         rec = self._record(interface, prefix, ignored)
         if rec is None:
-            return
-        if rfc4862 and old is not None:
-            valid_until = two_hour_rule(now, old.valid_until, valid)
-        else:
-            valid_until = _deadline(now, valid)
+            return False
+        direct_until = old.direct_until if old else NEVER
+        slaac_until = old.slaac_until if old else NEVER
+        if direct:
+            # RFC 4861 §6.3.4: the valid lifetime resets the on-link entry as received, no
+            # two-hour rule; 0 times it out at once.
+            direct_until = _deadline(now, valid)
+        if slaac:
+            # RFC 4862 §5.5.3 e: only addresses autoconfigured from an A=1 prefix are held by
+            # the two-hour rule (an expired or missing entry takes the received lifetime).
+            slaac_until = two_hour_rule(now, slaac_until, valid)
+        valid_until = _later(direct_until, slaac_until)
         preferred_until = now if valid == 0 else _deadline(now, preferred)
         if valid_until is not None and preferred_until is not None:
             preferred_until = min(preferred_until, valid_until)
@@ -412,12 +468,14 @@ class Tracker:
             preferred_until = valid_until
         rec.claims[key] = Claim(
             kind=key[0],
-            valid_until=valid_until,
+            direct_until=direct_until,
+            slaac_until=slaac_until,
             preferred_until=preferred_until,
             withdrawn=valid == 0,
             preference=preference,
         )
         rec.expired_at = None
+        return True
 
     def _on_ra(self, obs: RAObserved, now: float, ignored: list[Ignored]) -> None:
         origin = str(obs.router)
@@ -426,11 +484,13 @@ class Tracker:
         ]
         advertised = set()
         for pio in obs.prefixes:
-            advertised.add(pio.prefix)
-            self._on_lifetimes(
+            # Only an option that was taken counts as advertising the prefix.
+            if self._on_pio(
                 obs.interface, pio.prefix, pio.valid_lifetime, pio.preferred_lifetime,
-                key=(SourceKind.RA, origin), now=now, ignored=ignored, rfc4862=True, preference=pref,
-            )  # fmt: skip
+                pio.on_link, pio.autonomous,
+                key=(SourceKind.RA, origin), now=now, ignored=ignored, preference=pref,
+            ):  # fmt: skip
+                advertised.add(pio.prefix)
         if not obs.prefixes:
             return  # an RA without PIOs (a router-lifetime refresh) says nothing about prefixes
         for prefix, rec in self._ifaces.get(obs.interface, {}).items():
@@ -447,14 +507,7 @@ class Tracker:
         key = (SourceKind.ADDRESS, str(obs.address.ip))
         # The kernel already applied RFC 4862 to these lifetimes.
         self._on_lifetimes(
-            obs.interface,
-            obs.address.network,
-            obs.valid,
-            preferred,
-            key=key,
-            now=now,
-            ignored=ignored,
-            rfc4862=False,
+            obs.interface, obs.address.network, obs.valid, preferred, key=key, now=now, ignored=ignored
         )
 
     def _on_delegated(self, obs: Delegated, now: float, ignored: list[Ignored]) -> None:
@@ -462,14 +515,12 @@ class Tracker:
         listed = set()
         for prefix, valid, preferred in obs.prefixes:
             listed.add(prefix)
-            self._on_lifetimes(
-                obs.interface, prefix, valid, preferred, key=key, now=now, ignored=ignored, rfc4862=False
-            )
+            self._on_lifetimes(obs.interface, prefix, valid, preferred, key=key, now=now, ignored=ignored)
         for prefix, rec in self._ifaces.get(obs.interface, {}).items():
             claim = rec.claims.get(key)
             if claim is not None and prefix not in listed:
                 # The lease no longer carries it: the server took it back.
-                rec.claims[key] = replace(claim, withdrawn=True, preferred_until=now, valid_until=now)
+                rec.claims[key] = replace(claim, withdrawn=True, preferred_until=now, direct_until=now)
 
     def _drop_claims(self, interface: str, which: Callable[[ClaimKey], bool], now: float) -> None:
         for rec in self._ifaces.get(interface, {}).values():

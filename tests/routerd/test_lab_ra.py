@@ -10,23 +10,29 @@ import json
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from routerd.cli import control_request
 from routerd.core import ra
 from tests.ground.mosquitto import Mosquitto
 from tests.ground.mqttclient import Subscriber
 from tests.ground.netlab import AdvPrefix, Lab
 from tests.ground.routerd_proc import Routerd, current, states
+from tests.ground.waiting import wait_until
 
 pytestmark = pytest.mark.lab
 
 A, B = "2001:db8:a::/64", "2001:db8:b::/64"
 
 
-def config(lab: Lab, extra: str = "", ra: bool = True, netlink: bool = True) -> str:
+def config(
+    lab: Lab, extra: str = "", ra: bool = True, netlink: bool = True, control: Path | None = None
+) -> str:
     return f"""
 router_id = "edge"
+{f'control_socket = "{control}"' if control else ""}
 [publish]
 hold_down = 0.5
 heartbeat = 300
@@ -117,6 +123,47 @@ def test_rogue_and_malformed_ras_are_ignored_and_counted(lab: Lab, tmp_path: Pat
             assert reason in r.log()
         assert r.lines.empty() or all("2001:db8:666::/64" not in json.dumps(m) for m in list(r.lines.queue))
         assert r.proc.poll() is None
+    finally:
+        r.stop()
+
+
+def entry(msg: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The prefix's entry in a message; empty when it is not listed."""
+    return next((p for p in msg["prefixes"] if p["prefix"] == prefix), {})
+
+
+def test_pio_flags_decide_what_is_published(lab: Lab, tmp_path: Path) -> None:
+    """A=1: a SLAAC prefix. L only: on-link, lifetimes as given (RFC 4861 §6.3.4). Neither: not listed."""
+    lab.sysctl(lab.host, f"net.ipv6.conf.{lab.host_if}.accept_ra", 2)  # the kernel reports them too
+    ctl = tmp_path / "ctl.sock"
+    on_link, neither = "2001:db8:b::/64", "2001:db8:c::/64"
+    lab.start_radvd([
+        AdvPrefix(neither, valid=3600, preferred=1800, on_link=False, autonomous=False),
+        AdvPrefix(A, valid=3600, preferred=1800),
+        AdvPrefix(on_link, valid=3600, preferred=1800, autonomous=False),
+    ])  # fmt: skip
+    r = Routerd(lab, tmp_path / "r", config(lab, control=ctl))
+    try:
+        msg = r.wait_for(lambda m: {"ra", "kernel-ra"} <= set(entry(m, on_link).get("sources", ())))
+        assert states(msg) == {A: "preferred", on_link: "preferred"}
+
+        def refused() -> int:
+            return int(
+                control_request(ctl, {"op": "status"})["rejected"].get("neither-on-link-nor-autonomous", 0)
+            )
+
+        wait_until(lambda: refused() >= 2, what="the PIO without L and A refused by both paths")
+        assert all(neither not in states(m) for m in list(r.lines.queue))
+
+        # Deprecating it publishes at once (lifetime changes alone wait for the heartbeat).
+        lab.advertise([AdvPrefix(A, valid=3600, preferred=1800),
+                       AdvPrefix(on_link, valid=60, preferred=0, autonomous=False)])  # fmt: skip
+        msg = r.wait_for(lambda m: states(m).get(on_link) == "deprecated")
+        assert entry(msg, on_link)["validLifetime"] <= 60
+        lab.advertise([AdvPrefix(A, valid=3600, preferred=1800),
+                       AdvPrefix(on_link, valid=0, preferred=0, autonomous=False)])  # fmt: skip
+        msg = r.wait_for(lambda m: states(m).get(on_link) == "withdrawn")
+        assert entry(msg, on_link)["validLifetime"] == 0 and current(msg) == A
     finally:
         r.stop()
 

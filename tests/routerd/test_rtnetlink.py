@@ -4,14 +4,16 @@ routerd decodes netlink itself to stay small; these tests decode what the
 running kernel sends with both routerd and pyroute2 (0.7.9 in the openwrt tox
 environment, 0.9 in the main one) and require the same answer, and check the
 fields pyroute2 leaves to the reader against what went in: ``ip addr`` for a
-point-to-point address.
+point-to-point address, the PIO flags of injected RAs for RTM_NEWPREFIX.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
+import time
 from ipaddress import IPv6Address, IPv6Interface, IPv6Network
 
 import pytest
@@ -21,8 +23,9 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from routerd.adapters.netlink import NetlinkMonitor, to_event
+from routerd.core import ra
 from routerd.core import rtnetlink as rt
-from routerd.core.tracker import AddressObserved
+from routerd.core.tracker import AddressObserved, KernelPrefixObserved
 from tests.ground.netlab import Lab, inside, run
 
 # Captured from Linux 6.18 (radvd: 2001:db8:a::/64, valid 3600, preferred 1800), after the nlmsghdr.
@@ -37,21 +40,59 @@ KERNEL_6_18 = bytes.fromhex(
 
 def test_decodes_a_captured_kernel_message() -> None:
     msg = rt.decode_prefix(KERNEL_6_18)
-    assert msg == rt.PrefixMessage(2, IPv6Network("2001:db8:a::/64"), True, True, 1800, 3600)
+    assert msg == rt.PrefixMessage(2, IPv6Network("2001:db8:a::/64"), 0xC0, 1800, 3600)
+
+
+PIO, IF_PREFIX = rt.PrefixFlagsLayout.PIO, rt.PrefixFlagsLayout.IF_PREFIX
 
 
 @pytest.mark.parametrize(
-    ("flags", "expected"),
+    ("release", "layout"),
     [
-        (0x01 | 0x02, (True, True)),  # before 2023: IF_PREFIX_ONLINK | IF_PREFIX_AUTOCONF
-        (0x01, (True, False)),
-        (0x80 | 0x40, (True, True)),  # since 2023: the PIO's L and A bits
-        (0x40 | 0x10, (False, True)),  # A and RFC 9762's P flag
-        (0x00, (False, False)),
+        ("6.18.44-fc-v657", PIO),
+        ("6.7.0", PIO),
+        ("6.6.8", PIO),  # the stable releases that took the change (20 December 2023)
+        ("6.6.7", IF_PREFIX),
+        ("6.1.69-1+deb12", PIO),
+        ("6.1.68", IF_PREFIX),
+        ("5.15.144", PIO),
+        ("5.10.205", PIO),
+        ("5.4.265-openwrt", PIO),
+        ("5.4.264", IF_PREFIX),
+        ("6.5.13", IF_PREFIX),  # a series that ended before the change
+        ("4.19.325", IF_PREFIX),
+        ("5.15.0-91-generic", IF_PREFIX),  # a frozen number: the decoder copes with a backport
+        ("", IF_PREFIX),
     ],
 )
-def test_both_meanings_of_prefix_flags(flags: int, expected: tuple[bool, bool]) -> None:
-    assert rt.decode_prefix_flags(flags) == expected
+def test_the_prefix_flags_layout_follows_the_kernel_release(
+    release: str, layout: rt.PrefixFlagsLayout
+) -> None:
+    assert rt.prefix_flags_layout(release) is layout
+
+
+@pytest.mark.parametrize(
+    ("layout", "flags", "expected"),
+    [
+        (IF_PREFIX, 0x01 | 0x02, (True, True)),  # IF_PREFIX_ONLINK | IF_PREFIX_AUTOCONF
+        (IF_PREFIX, 0x01, (True, False)),
+        (IF_PREFIX, 0x02, (False, True)),
+        (IF_PREFIX, 0x00, (False, False)),
+        (IF_PREFIX, 0xC0, (True, True)),  # bits the old layout never writes: a backported kernel
+        (IF_PREFIX, 0xC8, (True, True)),
+        (PIO, 0xC0, (True, True)),  # L and A
+        (PIO, 0xC8, (True, True)),  # L, A and a reserved bit the router set
+        (PIO, 0x80, (True, False)),
+        (PIO, 0x48, (False, True)),
+        (PIO, 0x50, (False, True)),  # A and RFC 9762's P flag
+        (PIO, 0x03, (False, False)),  # reserved bits only: not IF_PREFIX_* on this layout
+        (PIO, 0x00, (False, False)),
+    ],
+)
+def test_prefix_flags_by_layout(
+    layout: rt.PrefixFlagsLayout, flags: int, expected: tuple[bool, bool]
+) -> None:
+    assert layout.decode(flags) == expected
 
 
 def test_truncated_or_incomplete_prefix_messages_raise_our_error() -> None:
@@ -70,13 +111,10 @@ u32 = st.integers(0, 2**32 - 1)
 
 
 @given(st.integers(0, 2**31 - 1), st.integers(0, 2**128 - 1), st.integers(0, 128), u32, u32,
-       st.sampled_from([0xC0, 0x80, 0x40, 0x03, 0x01]))  # fmt: skip
+       st.integers(0, 255))  # fmt: skip
 def test_decode_inverts_encode(ifindex: int, addr: int, plen: int, pref: int, valid: int, flags: int) -> None:
-    on_link, auto = rt.decode_prefix_flags(flags)
-    msg = rt.PrefixMessage(
-        ifindex, IPv6Network((IPv6Address(addr), plen), strict=False), on_link, auto, pref, valid
-    )
-    assert rt.decode_prefix(rt.encode_prefix(msg, flags)) == msg
+    msg = rt.PrefixMessage(ifindex, IPv6Network((IPv6Address(addr), plen), strict=False), flags, pref, valid)
+    assert rt.decode_prefix(rt.encode_prefix(msg)) == msg
 
 
 def test_groups_mask() -> None:
@@ -187,6 +225,60 @@ def test_a_point_to_point_address_decodes_as_the_local_one(lab: Lab) -> None:
     ]
     ((addr, payload),) = global_here
     assert addr.address == IPv6Interface(f"{shown['local']}/{shown['prefixlen']}")
-    # What the tracker is told: the prefix this host has an address in, not the peer's.
-    event = to_event(rt.RTM_NEWADDR, payload, {index: lab.host_if})
+    # What the tracker is told: the prefix this host has an address in, not the peer's
+    # (the layout matters only for RTM_NEWPREFIX).
+    event = to_event(rt.RTM_NEWADDR, payload, {index: lab.host_if}, rt.PrefixFlagsLayout.PIO)
     assert isinstance(event, AddressObserved) and event.address.network == IPv6Network("2001:db8:5::/64")
+
+
+def pio_flagged(prefix: str, flags: int) -> ra.RawOption:
+    """A PIO with exactly this flag byte, reserved bits included (PrefixInformation sets only L, A, R, P)."""
+    body = bytearray(ra.PrefixInformation(IPv6Network(prefix), 3600, 1800).body())
+    body[1] = flags
+    return ra.RawOption(ra.PrefixInformation.TYPE, bytes(body))
+
+
+SENT = {  # prefix -> the PIO's flag byte
+    "2001:db8:c0::/64": 0xC0,  # L=1 A=1
+    "2001:db8:80::/64": 0x80,  # L=1 A=0
+    "2001:db8:40::/64": 0x40,  # L=0 A=1
+    "2001:db8:c8::/64": 0xC8,  # L=1 A=1 and a reserved bit (the old heuristic read neither)
+    "2001:db8:88::/64": 0x88,  # L=1 A=0 and a reserved bit
+    "2001:db8:48::/64": 0x48,  # L=0 A=1 and a reserved bit
+    "2001:db8:10::/64": 0x10,  # RFC 9762's P only
+    "2001:db8::/64": 0x00,  # no flag at all
+}
+
+
+def test_kernel_prefix_messages_carry_the_flags_the_router_sent(lab: Lab) -> None:
+    lab.sysctl(lab.host, f"net.ipv6.conf.{lab.host_if}.accept_ra", 2)
+    with inside(lab.host):
+        mon = NetlinkMonitor()
+        index = socket.if_nametoindex(lab.host_if)
+    try:
+        lab.inject_ra(
+            ra.RouterAdvertisement(options=tuple(pio_flagged(p, f) for p, f in SENT.items())).pack()
+        )
+        raw: dict[str, int] = {}
+        seen: dict[str, KernelPrefixObserved] = {}
+        deadline = time.monotonic() + 10
+        while (
+            set(seen) != set(SENT)
+            and select.select([mon.sock], [], [], max(0, deadline - time.monotonic()))[0]
+        ):
+            for kind, payload in mon.read():
+                if kind == rt.RTM_NEWPREFIX:
+                    event = to_event(kind, payload, {index: lab.host_if}, mon.layout)
+                    assert isinstance(event, KernelPrefixObserved)
+                    seen[str(event.prefix)] = event
+                    raw[str(event.prefix)] = rt.decode_prefix(payload).flags
+    finally:
+        mon.close()
+    # addrconf_prefix_rcv() notifies every /64 PIO it takes, whatever its flags, L=0 A=0 included.
+    assert set(seen) == set(SENT)
+    for prefix, flags in SENT.items():
+        if mon.layout is rt.PrefixFlagsLayout.PIO:
+            assert raw[prefix] == flags  # the byte as the router sent it
+        else:
+            assert raw[prefix] == bool(flags & 0x80) | bool(flags & 0x40) << 1  # IF_PREFIX_*
+        assert (seen[prefix].on_link, seen[prefix].autonomous) == (bool(flags & 0x80), bool(flags & 0x40))

@@ -1,8 +1,9 @@
 """The prefix tracker (routerd/core/tracker.py), on virtual time.
 
 Covers the state table, RFC 4862 §5.5.3 (preferred > valid, the two-hour
-rule), RFC 9096 renumbering, expiry, filters, several routers on one link,
-lingering prefixes, addresses and delegations, and a property: no sequence of
+rule), the PIO flags (RFC 4861 §6.3.4 on-link prefixes, RFC 9762), RFC 9096
+renumbering, expiry, filters, several routers on one link, lingering
+prefixes, addresses and delegations, and a property: no sequence of
 observations yields a state the wire model would refuse.
 """
 
@@ -38,8 +39,10 @@ R2 = IPv6Address("fe80::2")
 IF = "eth0"
 
 
-def pio(prefix: IPv6Network, valid: int, preferred: int) -> ra.PrefixInformation:
-    return ra.PrefixInformation(prefix, valid_lifetime=valid, preferred_lifetime=preferred)
+def pio(
+    prefix: IPv6Network, valid: int, preferred: int, on_link: bool = True, autonomous: bool = True
+) -> ra.PrefixInformation:
+    return ra.PrefixInformation(prefix, valid, preferred, on_link=on_link, autonomous=autonomous)
 
 
 def adv(
@@ -109,6 +112,59 @@ def test_two_hour_rule() -> None:
     assert t.view(IF, 5400.0)[0].valid == 10800
     t.observe(adv(pio(A, ra.INFINITE, ra.INFINITE)), 5400.0)
     assert t.view(IF, 5400.0)[0].valid is None
+
+
+# (L, A) -> valid lifetime left after a day, then 60 s, then 0 s at the same moment.
+@pytest.mark.parametrize(
+    ("on_link", "autonomous", "after_60", "after_0"),
+    [
+        (True, True, 7200, 7200),  # RFC 4862 §5.5.3 e: addresses from it live two more hours
+        (False, True, 7200, 7200),
+        (True, False, 60, 0),  # RFC 4861 §6.3.4: the on-link entry takes the lifetime as given
+    ],
+)
+def test_the_two_hour_rule_holds_only_autonomous_prefixes(
+    on_link: bool, autonomous: bool, after_60: int, after_0: int
+) -> None:
+    t = Tracker()
+    t.observe(adv(pio(A, 86400, 3600, on_link, autonomous)), 0.0)
+    t.observe(adv(pio(A, 60, 30, on_link, autonomous)), 10.0)
+    assert (t.view(IF, 10.0)[0].valid, t.view(IF, 10.0)[0].state) == (after_60, PrefixStatus.PREFERRED)
+    t.observe(adv(pio(A, 0, 0, on_link, autonomous)), 10.0)
+    assert (t.view(IF, 10.0)[0].valid, t.view(IF, 10.0)[0].state) == (after_0, PrefixStatus.WITHDRAWN)
+
+
+def test_an_on_link_only_pio_does_not_cut_what_autoconfiguration_holds() -> None:
+    t = Tracker()
+    t.observe(adv(pio(A, 86400, 3600)), 0.0)
+    # A forged on-link-only "valid 0": RFC 4862 §5.5.3 b ignores it for the addresses made from A.
+    t.observe(adv(pio(A, 0, 0, autonomous=False)), 10.0)
+    (v,) = t.view(IF, 10.0)
+    assert (v.state, v.valid) == (PrefixStatus.WITHDRAWN, 86390)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [{}, {"pd_preferred": True}, {"router_address": True}],
+    ids=["nothing", "P only (RFC 9762)", "R only"],
+)
+def test_a_pio_with_neither_l_nor_a_is_no_prefix_of_the_link(flags: dict[str, bool]) -> None:
+    t = Tracker()
+    neither = ra.PrefixInformation(A, 86400, 14400, on_link=False, autonomous=False, **flags)
+    up = t.observe(adv(neither, pio(B, 86400, 14400)), 0.0)
+    assert states(t, 0.0) == [(B, PrefixStatus.PREFERRED)]
+    assert [i.reason for i in up.ignored] == ["neither-on-link-nor-autonomous"]
+    up = t.observe(KernelPrefixObserved(IF, A, 86400, 14400, on_link=False, autonomous=False), 1.0)
+    assert states(t, 1.0) == [(B, PrefixStatus.PREFERRED)] and not up.changed
+    assert t.rejected["neither-on-link-nor-autonomous"] == 2
+
+
+def test_a_voided_option_does_not_count_as_advertising_its_prefix() -> None:
+    t = Tracker()
+    t.observe(adv(pio(A, 3600, 1800), pio(B, 3600, 1800)), 0.0)
+    for now in (1.0, 2.0):  # A's option is void (RFC 4862 §5.5.3 c): A is no longer advertised
+        t.observe(adv(pio(A, 100, 200), pio(B, 3600, 1800)), now)
+    assert [(v.prefix, v.tier) for v in t.view(IF, 2.0)] == [(B, Tier.ADVERTISED), (A, Tier.LINGERING)]
 
 
 def test_valid_zero_for_an_unknown_prefix_is_ignored() -> None:
@@ -229,10 +285,14 @@ def test_an_address_alone_does_not_outrank_what_the_router_advertises() -> None:
 
 def test_kernel_processed_prefixes() -> None:
     t = Tracker()
-    t.observe(KernelPrefixObserved(IF, A, 86400, 1800), 0.0)
-    t.observe(KernelPrefixObserved(IF, A, 60, 0), 0.0)
-    (v,) = t.view(IF, 0.0)
-    assert (v.state, v.valid, v.sources) == (PrefixStatus.DEPRECATED, 7200, (SourceKind.KERNEL_RA,))
+    t.observe(KernelPrefixObserved(IF, A, 86400, 1800, on_link=True, autonomous=True), 0.0)
+    t.observe(KernelPrefixObserved(IF, A, 60, 0, on_link=True, autonomous=True), 0.0)
+    t.observe(KernelPrefixObserved(IF, B, 86400, 1800, on_link=True, autonomous=False), 0.0)
+    t.observe(KernelPrefixObserved(IF, B, 60, 0, on_link=True, autonomous=False), 0.0)
+    assert [(v.prefix, v.state, v.valid, v.sources) for v in t.view(IF, 0.0)] == [
+        (A, PrefixStatus.DEPRECATED, 7200, (SourceKind.KERNEL_RA,)),
+        (B, PrefixStatus.DEPRECATED, 60, (SourceKind.KERNEL_RA,)),
+    ]
 
 
 def test_delegations_replace_the_whole_set() -> None:
@@ -281,9 +341,16 @@ observations: st.SearchStrategy[Observation] = st.one_of(
         lambda r, p, ps: RAObserved(IF, r, p, tuple(ps)),
         routers,
         st.sampled_from(list(ra.RouterPreference)),
-        st.lists(st.builds(pio, pfx, life, life), max_size=4),
+        st.lists(st.builds(pio, pfx, life, life, st.booleans(), st.booleans()), max_size=4),
     ),
-    st.builds(lambda p, v, pr: KernelPrefixObserved(IF, p, v, pr), pfx, life, life),
+    st.builds(
+        lambda p, v, pr, lf, af: KernelPrefixObserved(IF, p, v, pr, on_link=lf, autonomous=af),
+        pfx,
+        life,
+        life,
+        st.booleans(),
+        st.booleans(),
+    ),
     st.builds(
         lambda p, v, pr, d: AddressObserved(
             IF, IPv6Interface(f"{p.network_address}5/{p.prefixlen}"), v, pr, d
