@@ -402,6 +402,9 @@ class Daemon:
                 self.limited.warning(e.reason, f"ignored an RA: {e}", interface=name, source=str(got.source))
                 continue
             self.stats.ras_accepted += 1
+            for bad in adv.malformed:
+                self.limited.warning(bad.reason, f"ignored an option of an RA: {bad.detail}",
+                                     interface=name, source=str(got.source))  # fmt: skip
             self.observe(RAObserved(name, got.source, adv.preference, adv.prefixes))
 
     # -- core glue -----------------------------------------------------------------------

@@ -4,7 +4,8 @@ One type per RFC structure, the section cited on each. ``parse`` turns bytes
 into a :class:`RouterAdvertisement` or raises :class:`RAParseError` (the remote
 sent garbage) and nothing else; ``pack`` turns one back into the same bytes, so
 tests build packets with this code and round-trip them. Options this module
-does not model are kept as :class:`RawOption`.
+does not model are kept as :class:`RawOption`; a prefix option of the wrong
+length is kept as a :class:`MalformedOption` and the rest of the RA is used.
 
 ``accept`` adds the receive-side checks of RFC 4861 §6.1.2 that need more than
 the ICMPv6 bytes (hop limit, source address, an optional router allowlist).
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
 
 ICMPV6_ROUTER_SOLICITATION = 133
@@ -190,6 +191,19 @@ class RawOption:
         return self.data
 
 
+@dataclass(frozen=True)
+class MalformedOption(RawOption):
+    """An option of a type this module models whose body is malformed, kept byte for byte.
+
+    Only the option is left out, not the RA: RFC 4861 §6.1.2 voids an RA for
+    an option of length 0, not for a prefix option of another length. Equal
+    when the bytes are; ``reason`` and ``detail`` explain, for counters and logs.
+    """
+
+    reason: str = field(compare=False)
+    detail: str = field(compare=False)
+
+
 Option = SourceLinkLayerAddress | PrefixInformation | MTU | RecursiveDNSServer | RawOption
 
 
@@ -199,7 +213,12 @@ def _option_type(opt: Option) -> int:
 
 def _parse_option(kind: int, body: bytes) -> Option:
     if kind == PrefixInformation.TYPE:
-        return PrefixInformation.from_body(body)
+        try:
+            return PrefixInformation.from_body(body)
+        except RAParseError as e:
+            if e.reason != "bad-option-length":
+                raise
+            return MalformedOption(kind, body, "bad-pio-length", e.detail)
     if kind == MTU.TYPE:
         return MTU.from_body(body)
     if kind == RecursiveDNSServer.TYPE:
@@ -263,6 +282,11 @@ class RouterAdvertisement:
     @property
     def prefixes(self) -> tuple[PrefixInformation, ...]:
         return tuple(o for o in self.options if isinstance(o, PrefixInformation))
+
+    @property
+    def malformed(self) -> tuple[MalformedOption, ...]:
+        """Options left out of this RA's use (count them)."""
+        return tuple(o for o in self.options if isinstance(o, MalformedOption))
 
     @property
     def flags(self) -> int:

@@ -127,6 +127,21 @@ def test_rogue_and_malformed_ras_are_ignored_and_counted(lab: Lab, tmp_path: Pat
         r.stop()
 
 
+def test_a_prefix_option_of_the_wrong_length_is_skipped_and_counted(lab: Lab, tmp_path: Path) -> None:
+    ctl = tmp_path / "ctl.sock"
+    r = Routerd(lab, tmp_path / "r", config(lab, netlink=False, control=ctl))
+    try:
+        r.wait_for(lambda m: m["prefixes"] == [])  # listening, and nothing heard yet
+        good = ra.PrefixInformation(ra.IPv6Network(A), 3600, 1800)
+        short = ra.RawOption(ra.PrefixInformation.TYPE, good.body()[:22])  # 24 bytes, not 32
+        lab.inject_ra(ra.RouterAdvertisement(options=(short, good)).pack())
+        r.wait_for(lambda m: current(m) == A)
+        status = control_request(ctl, {"op": "status"})
+        assert (status["rejected"], status["ras_accepted"]) == ({"bad-pio-length": 1}, 1)
+    finally:
+        r.stop()
+
+
 def entry(msg: dict[str, Any], prefix: str) -> dict[str, Any]:
     """The prefix's entry in a message; empty when it is not listed."""
     return next((p for p in msg["prefixes"] if p["prefix"] == prefix), {})

@@ -102,8 +102,6 @@ def test_reserved_preference_reads_as_medium() -> None:
         (VECTOR[:1] + b"\x01" + VECTOR[2:], "bad-code"),
         (VECTOR[:17] + b"\x00" + VECTOR[18:], "zero-length-option"),  # PIO length 0
         (VECTOR[:16] + b"\x03\x07" + VECTOR[18:], "truncated"),  # PIO claims 56 bytes, runs past the end
-        (VECTOR[:16] + b"\x03\x05" + VECTOR[18:], "bad-option-length"),  # PIO of 40 bytes
-        (VECTOR[:16] + b"\x03\x03" + VECTOR[18:40], "bad-option-length"),  # PIO of 24 bytes
         (VECTOR[:18] + b"\x81" + VECTOR[19:], "bad-prefix-length"),  # prefix length 129
         (VECTOR + b"\x05", "truncated"),  # a lone option type byte
         (VECTOR[:48] + b"\x05\x02" + VECTOR[50:] + b"\x00" * 8, "bad-option-length"),  # MTU of 16 bytes
@@ -113,6 +111,24 @@ def test_malformed_packets_raise_our_own_error(data: bytes, reason: str) -> None
     with pytest.raises(ra.RAParseError) as err:
         ra.parse(data)
     assert err.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        VECTOR[:16] + b"\x03\x05" + VECTOR[18:],  # PIO of 40 bytes (it swallows the MTU option)
+        VECTOR[:16] + b"\x03\x03" + VECTOR[18:40] + VECTOR[48:],  # PIO of 24 bytes
+    ],
+    ids=["40 bytes", "24 bytes"],
+)
+def test_a_prefix_option_of_the_wrong_length_is_left_out_and_the_rest_is_used(data: bytes) -> None:
+    good = ra.PrefixInformation(IPv6Network("2001:db8:2::/64"), 600, 300)
+    data = data + ra.pack_options((good,))
+    adv = ra.parse(data)
+    assert adv.prefixes == (good,)
+    assert [(m.type, m.reason) for m in adv.malformed] == [(3, "bad-pio-length")]
+    assert ra.SourceLinkLayerAddress(bytes.fromhex("020000000001")) in adv.options
+    assert adv.pack() == data
 
 
 def test_rdnss_without_a_server_is_malformed() -> None:
@@ -188,6 +204,10 @@ options = st.one_of(
         ra.RawOption,
         st.integers(0, 255).filter(lambda t: t not in (1, 3, 5, 25)),
         st.integers(0, 4).flatmap(lambda n: st.binary(min_size=6 + 8 * n, max_size=6 + 8 * n)),
+    ),
+    st.builds(
+        lambda data: ra.MalformedOption(3, data, "bad-pio-length", "any explanation"),
+        st.sampled_from([0, 1, 2, 4]).flatmap(lambda n: st.binary(min_size=6 + 8 * n, max_size=6 + 8 * n)),
     ),
 )
 advertisements = st.builds(
