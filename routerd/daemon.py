@@ -99,12 +99,20 @@ class SequenceStore:
             return None
 
     def save(self, value: int) -> None:
+        """Persist ``value`` so that neither a crash nor a power cut brings back an older one."""
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "w") as f:
             f.write(f"{value}\n")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
+        # The rename is an entry in the directory: until the directory is synced, a power cut
+        # can bring back the old file, and with it sequences already published.
+        directory = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
 
 @dataclass

@@ -1,6 +1,12 @@
-"""Sequences that never go backwards (routerd/core/sequence.py) and publish timing (core/emitter.py)."""
+"""Sequences that never go backwards (routerd/core/sequence.py and its store) and publish timing (core/emitter.py)."""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from routerd.core.emitter import EmitPolicy, Emitter
 from routerd.core.sequence import BLOCK, PLAUSIBLE_WALL_MS, SequenceAllocator
@@ -81,3 +87,36 @@ def test_flapping_costs_a_bounded_number_of_publishes() -> None:
             publishes += 1
         now += 0.1
     assert publishes <= 10 / 2.0 + 1
+
+
+# Runs SequenceStore.save in a fresh interpreter with an audit hook (PEP 578) that records the
+# file-system calls CPython itself reports: the real calls on a real directory, nothing replaced.
+_SAVE_AND_RECORD = """
+import json, sys
+from pathlib import Path
+from routerd.daemon import SequenceStore
+store, calls = SequenceStore(Path(sys.argv[1])), []
+def hook(event, args):
+    if event == "open" and calls is not None:
+        calls.append(["open", str(args[0]), args[2]])
+    elif event == "os.rename" and calls is not None:
+        calls.append(["rename", str(args[0]), str(args[1])])
+sys.addaudithook(hook)
+store.save(1234)
+recorded, calls = calls, None
+print(json.dumps(recorded))
+"""
+
+
+def test_the_sequence_store_syncs_its_directory_after_the_rename(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-c", _SAVE_AND_RECORD, str(tmp_path)],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    calls = json.loads(out.stdout)
+    tmp, final = str(tmp_path / "sequence.tmp"), str(tmp_path / "sequence")
+    assert [c[:2] for c in calls] == [["open", tmp], ["rename", tmp], ["open", str(tmp_path)]]
+    assert calls[1][2] == final
+    # The directory is opened read-only as a directory, after the rename: that descriptor is
+    # what save() fsyncs (the fsync itself raises no audit event, so this cannot see it).
+    flags = calls[2][2]
+    assert flags & os.O_DIRECTORY and flags & os.O_ACCMODE == os.O_RDONLY
+    assert (tmp_path / "sequence").read_text() == "1234\n" and not (tmp_path / "sequence.tmp").exists()
