@@ -6,7 +6,9 @@ routerd status           ask the running daemon for its state and counters
 routerd hook CLIENT ...  pass a DHCPv6 client's delegation to the daemon
 routerd nudge            tell the daemon to re-read addresses and solicit RAs
 routerd schema           print the wire message's JSON Schema
-routerd check-config     validate a configuration file
+routerd check-config     check a configuration as `run` would, without opening sockets
+
+Every command that reads the configuration takes ``-c/--config FILE``.
 """
 
 from __future__ import annotations
@@ -91,19 +93,17 @@ def cmd_hook(args: argparse.Namespace) -> int:
     try:
         if args.client == "odhcp6c":
             if len(args.args) != 2:
-                raise SystemExit(
-                    "usage: routerd hook odhcp6c <interface> <state>   (PREFIXES from the environment)"
-                )
+                args.usage_error("odhcp6c takes <interface> <state> (PREFIXES from the environment)")
             interface, state = args.args
             found = dhcpv6.odhcp6c(state, os.environ)
         elif args.client == "dhcpcd":
             interface = args.args[0] if args.args else os.environ.get("interface", "")  # noqa: SIM112 - dhcpcd's name
             if not interface:
-                raise SystemExit("routerd hook dhcpcd: $interface is not set; pass the interface name")
+                args.usage_error("dhcpcd: $interface is not set; pass the interface name")
             found = dhcpv6.dhcpcd(os.environ)
         else:  # ubus
             if len(args.args) not in (1, 2):
-                raise SystemExit("usage: routerd hook ubus <logical-interface> [<name to publish as>]")
+                args.usage_error("ubus takes <logical-interface> [<name to publish as>]")
             logical = args.args[0]
             interface = args.args[-1]
             out = subprocess.run(
@@ -130,45 +130,80 @@ def cmd_run(args: argparse.Namespace, once: float | None = None) -> int:
 
     cfg = _load(args)
     logs.setup(cfg.log_level, cfg.log_format)
-    return run(cfg, args.config, once=once)
+    return run(cfg, cfgmod.default_path(args.config), once=once)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Everything `run` checks before it opens a socket: the file, secrets, CA files, interfaces."""
+    from routerd.daemon import build_sinks, missing_interfaces, resolve_interfaces, sink_summary
+
+    path = cfgmod.default_path(args.config)
+    if path is None:
+        raise cfgmod.ConfigError(
+            f"no configuration file to check: none given with -c FILE, and {cfgmod.DEFAULT_PATH} does not exist "
+            "(routerd run would use its embedded default)"
+        )
+    cfg = cfgmod.load(path)
+    interfaces = resolve_interfaces(cfg)
+    build_sinks(cfg)
+    print(f"ok: read {path}")
+    watched = ", ".join(i.name for i in interfaces)
+    print(f"router_id {cfg.router_id}; watching {watched}{'' if cfg.interface else ' (the default route)'}")
+    print(sink_summary(cfg))
+    missing = missing_interfaces(interfaces)
+    if missing:
+        print(f"note: {missing}; `routerd run` waits for it to appear")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="routerd", description="Watch IPv6 prefixes and publish their state.")
+    p = argparse.ArgumentParser(
+        prog="routerd",
+        description="Watch IPv6 prefixes and publish their state.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Without a command routerd runs the daemon: `routerd -i eth0` is `routerd run -i eth0`.\n"
+        "`routerd run --help` lists its options (-c/--config FILE, -i/--interface, --router-id,\n"
+        "--log-level, --log-format); `routerd COMMAND --help` those of the other commands.",
+    )
     p.add_argument("--version", action="version", version=f"routerd {__version__}")
-    sub = p.add_subparsers(dest="command")
+    sub = p.add_subparsers(dest="command", title="commands", metavar="COMMAND")
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
-            "-c", "--config", type=Path, help="TOML file (default /etc/routerd/routerd.toml if present)"
-        )
+            "-c", "--config", type=Path, metavar="FILE",
+            help=f"TOML or UCI file (default {cfgmod.DEFAULT_PATH} if present, else the embedded default)",
+        )  # fmt: skip
 
     def watching(sp: argparse.ArgumentParser) -> None:
         common(sp)
         sp.add_argument("-i", "--interface", action="append", help="interface to watch (repeatable)")
         sp.add_argument("--router-id", help="router id in topics and messages")
-        sp.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-        sp.add_argument("--log-format", choices=["text", "json"])
+        sp.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default: info")
+        sp.add_argument(
+            "--log-format", choices=["text", "json"], help="json: one object per line (default text)"
+        )
 
-    watching(sub.add_parser("run", help="run the daemon (default)"))
+    def controlling(sp: argparse.ArgumentParser) -> None:
+        common(sp)
+        sp.add_argument("--socket", help="control socket path (default: from the configuration)")
+
+    watching(sub.add_parser("run", help="run the daemon (the default command)"))
     once = sub.add_parser("once", help="print the current state and exit")
     watching(once)
     once.add_argument("--wait", type=float, default=2.0, help="seconds to listen for RAs first (default 2)")
-    for name, text in (
-        ("status", "show the running daemon's state"),
-        ("nudge", "re-read addresses, solicit RAs"),
-    ):
-        sp = sub.add_parser(name, help=text)
-        common(sp)
-        sp.add_argument("--socket", help="control socket path")
+    controlling(sub.add_parser("status", help="show the running daemon's state, sinks and counters"))
+    controlling(sub.add_parser("nudge", help="make the daemon re-read addresses and solicit RAs"))
     hook = sub.add_parser("hook", help="pass a DHCPv6 client's delegated prefixes to the daemon")
-    common(hook)
-    hook.add_argument("--socket", help="control socket path")
-    hook.add_argument("client", choices=["odhcp6c", "dhcpcd", "ubus"])
-    hook.add_argument("args", nargs="*")
+    hook.set_defaults(usage_error=hook.error)
+    controlling(hook)
+    hook.add_argument("client", choices=["odhcp6c", "dhcpcd", "ubus"], help="the DHCPv6 client calling")
+    hook.add_argument("args", nargs="*", help="odhcp6c: INTERFACE STATE; dhcpcd: [INTERFACE]; "
+                      "ubus: LOGICAL-INTERFACE [NAME]")  # fmt: skip
     sub.add_parser("schema", help="print the wire message's JSON Schema")
-    check = sub.add_parser("check-config", help="validate a configuration file")
+    check = sub.add_parser("check-config", help="check a configuration as `run` would, opening no sockets")
+    check.set_defaults(usage_error=check.error)
     common(check)
+    check.add_argument("file", nargs="?", type=Path, help="the same as -c FILE")
     return p
 
 
@@ -190,9 +225,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(wire.json_schema(), indent=2, sort_keys=True))
             return 0
         if command == "check-config":
-            cfg = cfgmod.load(args.config)
-            print(f"ok: router_id={cfg.router_id}, {len(cfg.interface) or 'default'} interface(s)")
-            return 0
+            if args.file is not None and args.config is not None:
+                args.usage_error("give the file once: -c FILE or FILE")
+            args.config = args.config or args.file
+            return cmd_check_config(args)
         if command in ("status", "nudge"):
             reply = control_request(_socket_path(args), {"op": command})
             print(json.dumps(reply, indent=2))

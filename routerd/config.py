@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import tomllib
 from ipaddress import IPv6Address
 from pathlib import Path
@@ -23,6 +24,10 @@ DEFAULT_PATH = Path("/etc/routerd/routerd.toml")
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 IfName = Annotated[str, Field(min_length=1, max_length=15, pattern=r"^[^/\s]+$")]
+CredentialName = Annotated[
+    str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.@-]*$")
+]
+"""A file name in systemd's $CREDENTIALS_DIRECTORY (LoadCredential=<name>:<file>)."""
 
 
 class ConfigError(ValueError):
@@ -101,6 +106,10 @@ class MQTTSection(_Section):
     username: str | None = Field(None, description="MQTT user name.")
     password_file: Path | None = Field(None, description="File holding the MQTT password.")
     password_env: str | None = Field(None, description="Environment variable holding the MQTT password.")
+    password_credential: CredentialName | None = Field(
+        None,
+        description="systemd credential holding the MQTT password (the unit's LoadCredential=<name>:<file>).",
+    )
     base_topic: str = Field(
         "dynamic-prefix",
         min_length=1,
@@ -115,9 +124,16 @@ class MQTTSection(_Section):
 
     @model_validator(mode="after")
     def _one_password_source(self) -> MQTTSection:
-        if self.password_file and self.password_env:
-            raise ValueError("set password_file or password_env, not both")
+        if sum(x is not None for x in (self.password_file, self.password_env, self.password_credential)) > 1:
+            raise ValueError("set at most one of password_file, password_env or password_credential")
         return self
+
+    def password(self) -> str | None:
+        """The password from its file, variable or credential; None when the broker takes none."""
+        if self.password_file is None and self.password_env is None and self.password_credential is None:
+            return None
+        return read_secret(self.password_file, self.password_env, "MQTT password",
+                           credential=self.password_credential)  # fmt: skip
 
     @property
     def effective_port(self) -> int:
@@ -127,9 +143,19 @@ class MQTTSection(_Section):
 class WebhookSection(_Section):
     """POST each state to a URL, HMAC-SHA256 signed."""
 
-    url: str = Field(pattern=r"^https?://", description="Where to POST (https unless on a trusted link).")
+    url: str = Field(
+        pattern=r"^https?://", description="Where to POST: https://, or http:// with allow_insecure."
+    )
+    allow_insecure: bool = Field(
+        False,
+        description="Accept a plain http:// url (only on a link you trust: the state travels unencrypted).",
+    )
     secret_file: Path | None = Field(None, description="File holding the shared HMAC secret.")
     secret_env: str | None = Field(None, description="Environment variable holding the shared HMAC secret.")
+    secret_credential: CredentialName | None = Field(
+        None,
+        description="systemd credential holding the HMAC secret (the unit's LoadCredential=<name>:<file>).",
+    )
     ca_file: Path | None = Field(
         None, description="CA bundle for the server's certificate (default: system)."
     )
@@ -137,9 +163,20 @@ class WebhookSection(_Section):
 
     @model_validator(mode="after")
     def _one_secret(self) -> WebhookSection:
-        if bool(self.secret_file) == bool(self.secret_env):
-            raise ValueError("set exactly one of secret_file or secret_env (the HMAC key)")
+        if sum(x is not None for x in (self.secret_file, self.secret_env, self.secret_credential)) != 1:
+            raise ValueError("set exactly one of secret_file, secret_env or secret_credential (the HMAC key)")
+        if self.url.startswith("http://") and not self.allow_insecure:
+            raise ValueError(
+                "plain http:// sends the prefix state unencrypted (signed, but anyone on the path reads it): "
+                "use https://, or set allow_insecure = true for a link you trust"
+            )
         return self
+
+    def secret(self) -> str:
+        """The HMAC key from its file, variable or credential."""
+        return read_secret(
+            self.secret_file, self.secret_env, "webhook secret", credential=self.secret_credential
+        )
 
 
 class Config(_Section):
@@ -213,13 +250,19 @@ def parse(doc: dict[str, Any], origin: str = "configuration") -> Config:
     return validated(Config, doc, origin)
 
 
+def default_path(path: Path | None) -> Path | None:
+    """The file routerd reads: ``path``, else /etc/routerd/routerd.toml if it exists, else none."""
+    if path is None and DEFAULT_PATH.exists():
+        return DEFAULT_PATH
+    return path
+
+
 def load(path: Path | None) -> Config:
     """Load ``path`` (TOML, or OpenWrt's UCI format); with None, the embedded default
     (or /etc/routerd/routerd.toml if present)."""
+    path = default_path(path)
     if path is None:
-        if not DEFAULT_PATH.exists():
-            return Config()
-        path = DEFAULT_PATH
+        return Config()
     try:
         text = path.read_text()
     except OSError as e:
@@ -244,8 +287,22 @@ def _looks_like_uci(text: str) -> bool:
     return False
 
 
-def read_secret(file: Path | None, env: str | None, what: str) -> str:
-    """A secret from a file or an environment variable; never logged."""
+def read_secret(file: Path | None, env: str | None, what: str, *, credential: str | None = None) -> str:
+    """A secret from a file, an environment variable or a systemd credential; never logged."""
+    if credential is not None:
+        creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not creds:
+            raise ConfigError(
+                f"the {what} is the systemd credential {credential}, but $CREDENTIALS_DIRECTORY is not set: "
+                f"systemd sets it for a unit with LoadCredential={credential}:<file>; outside systemd "
+                f"point CREDENTIALS_DIRECTORY at the directory holding {credential}"
+            )
+        file = Path(creds) / credential
+        if not file.exists():
+            raise ConfigError(
+                f"the {what}: credential {credential} is not in {creds}; "
+                f"add LoadCredential={credential}:<file> to the unit"
+            )
     if file is not None:
         try:
             value = file.read_text().strip()
@@ -260,3 +317,17 @@ def read_secret(file: Path | None, env: str | None, what: str) -> str:
             raise ConfigError(f"environment variable {env} is not set; export the {what} in it")
         return value
     raise ConfigError(f"no {what} configured")
+
+
+def tls_context(ca_file: Path | None, key: str) -> ssl.SSLContext:
+    """A verifying client context with ``ca_file`` (or the system CAs); ``key`` names the setting."""
+    try:
+        return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    except ssl.SSLError as e:  # before OSError, its base class
+        raise ConfigError(f"{key}: {ca_file} is not a PEM CA bundle ({e.reason})") from None
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{key}: {ca_file} does not exist; name the CA that signed the server's certificate"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"{key}: cannot read {ca_file}: {e.strerror}") from None

@@ -20,11 +20,13 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from ipaddress import IPv6Interface
 from pathlib import Path
 from typing import Any, Protocol
 
 from routerd import config as cfgmod
 from routerd.adapters import sdnotify
+from routerd.adapters.delivery import Delivery
 from routerd.adapters.netlink import LinkEvent, NetlinkMonitor, to_event
 from routerd.adapters.rawsock import RASocket
 from routerd.adapters.routes import default_route_interface
@@ -32,21 +34,104 @@ from routerd.adapters.stdout import StdoutSink
 from routerd.core import dhcpv6, ra
 from routerd.core.emitter import Emitter, message
 from routerd.core.sequence import SequenceAllocator
-from routerd.core.tracker import Delegated, InterfaceRemoved, Observation, RAObserved, Tracker, Update
+from routerd.core.tracker import (
+    UNIQUE_LOCAL,
+    AddressObserved,
+    AddressRemoved,
+    Delegated,
+    InterfaceRemoved,
+    Observation,
+    RAObserved,
+    Tracker,
+    Update,
+)
 from routerd.core.wire import PrefixState, timestamp
 from routerd.logs import RateLimited, kv
 
 LOG = logging.getLogger("routerd")
+DELIVERY_SLACK = 30.0
+"""Seconds beyond a heartbeat (and the hold-down) a sink may take to deliver before status says not ok."""
 
 
 class Sink(Protocol):
     name: str
+    delivery: Delivery
 
     async def start(self) -> None: ...
 
     def publish(self, msg: PrefixState) -> None: ...
 
+    def queued(self) -> int: ...
+
     async def stop(self) -> None: ...
+
+
+def resolve_interfaces(cfg: cfgmod.Config) -> list[cfgmod.InterfaceSection]:
+    """The configured interfaces, else the default-route interface."""
+    if cfg.interface:
+        return list(cfg.interface)
+    name = default_route_interface()
+    if name is None:
+        raise cfgmod.ConfigError(
+            "no default route on this host, so no interface to watch; name one with --interface"
+        )
+    return [cfgmod.InterfaceSection(name=name)]
+
+
+def missing_interfaces(interfaces: list[cfgmod.InterfaceSection]) -> str | None:
+    """None when every interface exists, else a sentence naming the missing ones and those that do."""
+    here = [name for _, name in socket.if_nameindex()]
+    missing = [i.name for i in interfaces if i.name not in here]
+    if not missing:
+        return None
+    which = (
+        f"interface {missing[0]} does not" if len(missing) == 1 else f"interfaces {', '.join(missing)} do not"
+    )
+    return f"{which} exist; this host has: {', '.join(here)}"
+
+
+def build_sinks(cfg: cfgmod.Config) -> list[Sink]:
+    """Every configured sink, ready to start: secrets read, CA files loaded, nothing connected yet."""
+    sinks: list[Sink] = []
+    if cfg.stdout_enabled:
+        sinks.append(StdoutSink())
+    if cfg.mqtt is not None:
+        try:
+            from routerd.adapters.mqtt import MQTTSink
+        except ModuleNotFoundError as e:
+            raise cfgmod.ConfigError(
+                f"the [mqtt] sink needs the Python module {e.name}: pip install paho-mqtt "
+                "(OpenWrt: opkg install python3-paho-mqtt)"
+            ) from None
+        sinks.append(MQTTSink(cfg.mqtt, cfg.router_id, cfg.mqtt.password()))
+    for i, w in enumerate(cfg.webhook):
+        from routerd.adapters.webhook import WebhookSink
+
+        sinks.append(WebhookSink(w, w.secret(), setting=f"webhook.{i}"))
+    return sinks
+
+
+def sink_summary(cfg: cfgmod.Config) -> str:
+    """Where states go, in one line: 'publishing to mqtts://broker.lan:8883 as routerd (...); webhook off; ...'."""
+    on: list[str] = []
+    off: list[str] = []
+    if cfg.mqtt is not None:
+        m = cfg.mqtt
+        topic = f"{m.base_topic.rstrip('/')}/{cfg.router_id}/<interface>/state"
+        on.append(f"mqtt{'s' if m.tls else ''}://{m.host}:{m.effective_port} as {m.username or 'anonymous'} "
+                  f"({topic})")  # fmt: skip
+    else:
+        off.append("mqtt off")
+    on += [f"webhook {w.url}" for w in cfg.webhook]
+    if not cfg.webhook:
+        off.append("webhook off")
+    if cfg.stdout_enabled:
+        on.append("stdout")
+    else:
+        off.append("stdout off")
+    if not on:
+        return "publishing nowhere: " + "; ".join(off) + " (configure a sink, or set [stdout] enabled = true)"
+    return "publishing to " + ", ".join(on) + "".join(f"; {o}" for o in off)
 
 
 def _writable_dir(candidates: list[Path]) -> Path:
@@ -129,13 +214,11 @@ class Daemon:
         cfg: cfgmod.Config,
         *,
         config_path: Path | None = None,
-        sinks: list[Sink] | None = None,
         once: float | None = None,
     ) -> None:
         self.cfg = cfg
         self.config_path = config_path
         self.once = once
-        self._extra_sinks = sinks
         self.boot = secrets.token_hex(8)
         self.tracker = Tracker(cfg.tracker.tracker_config())
         self.emitter = Emitter(cfg.publish.policy())
@@ -145,6 +228,9 @@ class Daemon:
         self.sinks: list[Sink] = []
         self.interfaces: list[cfgmod.InterfaceSection] = []
         self._names: dict[int, str] = {}
+        self._addresses: dict[str, dict[IPv6Interface, AddressObserved]] = {}
+        """The kernel's global addresses per watched interface, to say why one is not counted."""
+        self._started = 0.0
         self._ra: dict[str, RASocket] = {}
         self._netlink: NetlinkMonitor | None = None
         self._control: asyncio.AbstractServer | None = None
@@ -190,15 +276,32 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
 
-    async def _open(self, directory: Path) -> None:
-        self.interfaces = self._resolve_interfaces()
-        self.sinks = self._build_sinks()
+    async def _open(self, directory: Path, sinks: list[Sink] | None = None) -> None:
+        self.interfaces = resolve_interfaces(self.cfg)
+        if not self.cfg.interface:
+            LOG.info("watching the default-route interface", extra=kv(interface=self.interfaces[0].name))
+        missing = missing_interfaces(self.interfaces)
+        if missing and self.once is not None:
+            raise cfgmod.ConfigError(f"{missing}; name an existing one with --interface")
+        if missing:
+            LOG.warning(f"{missing}; waiting for it to appear")
+        if sinks is None:
+            sinks = [] if self.once is not None else build_sinks(self.cfg)  # `once` prints at the end
+        self.sinks = sinks
+        if self.once is None:
+            LOG.info(sink_summary(self.cfg))
+        self._started = self.now()
         for s in self.sinks:
             await s.start()
         self._open_netlink()
         for i in self.interfaces:
-            if i.ra:
+            if i.ra and self._exists(i.name):
                 self._open_ra(i.name)
+        for name in self._watched_names():
+            uncounted = self.uncounted(name)
+            if uncounted and not self.tracker.view(name, self.now()):
+                LOG.warning(f"no prefix counted on {name} yet; not counting {', '.join(uncounted)}",
+                            extra=kv(interface=name))  # fmt: skip
         if self.once is None:
             await self._open_control(control_path(self.cfg, directory))
             # Publish each watched interface once even if nothing arrives (a host with no IPv6).
@@ -237,6 +340,7 @@ class Daemon:
             return
         try:
             new = cfgmod.load(self.config_path)
+            sinks = build_sinks(new)  # its secrets and CA files, before anything running is closed
         except cfgmod.ConfigError as e:
             LOG.error(f"SIGHUP: keeping the running configuration: {e}")
             return
@@ -246,62 +350,49 @@ class Daemon:
         self.tracker = Tracker(new.tracker.tracker_config())
         self.emitter = Emitter(new.publish.policy())
         assert self.store is not None
-        await self._open(self.store.path.parent)
+        await self._open(self.store.path.parent, sinks)
 
     # -- configuration ---------------------------------------------------------------------
-
-    def _resolve_interfaces(self) -> list[cfgmod.InterfaceSection]:
-        if self.cfg.interface:
-            return list(self.cfg.interface)
-        name = default_route_interface()
-        if name is None:
-            raise cfgmod.ConfigError(
-                "no default route on this host, so no interface to watch; name one with --interface"
-            )
-        LOG.info("watching the default-route interface", extra=kv(interface=name))
-        return [cfgmod.InterfaceSection(name=name)]
 
     def _watched_names(self) -> list[str]:
         return [i.name for i in self.interfaces]
 
-    def _build_sinks(self) -> list[Sink]:
-        if self._extra_sinks is not None:
-            return list(self._extra_sinks)
-        if self.once is not None:
-            return []  # `routerd once` prints the settled state at the end, nothing before
-        sinks: list[Sink] = []
-        if self.cfg.stdout_enabled:
-            sinks.append(StdoutSink())
-        if self.cfg.mqtt is not None:
-            from routerd.adapters.mqtt import MQTTSink
+    @staticmethod
+    def _exists(name: str) -> bool:
+        try:
+            socket.if_nametoindex(name)
+        except OSError:
+            return False
+        return True
 
-            m = self.cfg.mqtt
-            password = (
-                cfgmod.read_secret(m.password_file, m.password_env, "MQTT password")
-                if (m.password_file or m.password_env)
-                else None
-            )
-            sinks.append(MQTTSink(m, self.cfg.router_id, password))
-        for w in self.cfg.webhook:
-            from routerd.adapters.webhook import WebhookSink
-
-            sinks.append(WebhookSink(w, cfgmod.read_secret(w.secret_file, w.secret_env, "webhook secret")))
-        return sinks
+    def uncounted(self, iface: str) -> list[str]:
+        """Addresses on ``iface`` the configuration leaves out, each with the key that counts it."""
+        notes = []
+        for a in sorted(self._addresses.get(iface, {}).values(), key=lambda a: a.address):
+            why = []
+            if a.address.network.subnet_of(UNIQUE_LOCAL) and not self.cfg.tracker.allow_ula:
+                why.append(("unique-local", "tracker.allow_ula"))
+            if a.permanent and not self.cfg.tracker.include_static:
+                why.append(("static", "tracker.include_static"))
+            if why:
+                kinds = " and ".join(k for k, _ in why)
+                keys = " and ".join(f"{key} = true" for _, key in why)
+                notes.append(f"{a.address} ({kinds}: set {keys} to count it)")
+        return notes
 
     # -- sources -------------------------------------------------------------------------
 
     def _open_netlink(self) -> None:
-        watched = {i.name for i in self.interfaces if i.netlink}
-        if not watched:
+        """Addresses of the netlink interfaces, and link events for all (an RA socket opens when its link does)."""
+        if not self.interfaces:
             return
         assert self._loop is not None
         self._netlink = NetlinkMonitor()
         self._names = {}
-        for name in watched:
-            try:
-                self._names[socket.if_nametoindex(name)] = name
-            except OSError:
-                LOG.warning("interface does not exist (yet); waiting for it", extra=kv(interface=name))
+        self._addresses = {}
+        for i in self.interfaces:
+            if i.netlink and self._exists(i.name):
+                self._names[socket.if_nametoindex(i.name)] = i.name
         self._loop.add_reader(self._netlink.fileno(), self._on_netlink)
         self._resync()
 
@@ -337,8 +428,12 @@ class Daemon:
             return
         if isinstance(event, LinkEvent):
             self._on_link(event)
-        else:
-            self.observe(event)
+            return
+        if isinstance(event, AddressObserved):
+            self._addresses.setdefault(event.interface, {})[event.address] = event
+        elif isinstance(event, AddressRemoved):
+            self._addresses.get(event.interface, {}).pop(event.address, None)
+        self.observe(event)
 
     def _on_link(self, ev: LinkEvent) -> None:
         watched = {i.name: i for i in self.interfaces}
@@ -347,6 +442,7 @@ class Daemon:
             if name is not None:
                 LOG.warning("interface went away", extra=kv(interface=name))
                 self._close_ra(name)
+                self._addresses.pop(name, None)
                 self.observe(InterfaceRemoved(name))
             return
         if ev.name in watched:
@@ -368,14 +464,17 @@ class Daemon:
             )
             return
         except OSError as e:
-            LOG.warning(f"cannot listen for RAs yet: {e.strerror}", extra=kv(interface=name))
+            LOG.warning(f"cannot listen for RAs on {name} yet: {e.strerror or e}", extra=kv(interface=name))
             return
         self._ra[name] = sock
         self._loop.add_reader(sock.fileno(), self._on_ra_readable, name)
         try:
             sock.solicit()
         except OSError as e:
-            LOG.warning(f"router solicitation failed: {e.strerror}", extra=kv(interface=name))
+            LOG.warning(f"router solicitation failed: {e.strerror or e}", extra=kv(interface=name))
+            return
+        LOG.info(f"waiting for a Router Advertisement on {name} (sent a Router Solicitation)",
+                 extra=kv(interface=name))  # fmt: skip
 
     def _close_ra(self, name: str) -> None:
         sock = self._ra.pop(name, None)
@@ -538,11 +637,15 @@ class Daemon:
         """Answer one control request: status, delegated, nudge."""
         op = req.get("op")
         if op == "status":
+            sinks, problems = self._sink_health()
             return {
-                "ok": True,
+                "ok": not problems,
+                "problems": problems,
                 "router": self.cfg.router_id,
                 "boot": self.boot,
                 "interfaces": {k: json.loads(v.to_json()) for k, v in sorted(self.latest.items())},
+                "not_counted": {i: n for i in self._watched_names() if (n := self.uncounted(i))},
+                "sinks": sinks,
                 "ras_accepted": self.stats.ras_accepted,
                 "published": self.stats.published,
                 "rejected": dict(self.limited.counts),
@@ -564,6 +667,22 @@ class Daemon:
             self._nudge()
             return {"ok": True}
         return {"ok": False, "error": f"unknown op {op!r}: use status, delegated or nudge"}
+
+    def _sink_health(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """Each sink's delivery record, and what is wrong: a sink that has not delivered
+        within a heartbeat (plus slack), is disconnected, or failed last."""
+        now = self.now()
+        window = self.cfg.publish.heartbeat + self.cfg.publish.hold_down + DELIVERY_SLACK
+        report: list[dict[str, Any]] = []
+        problems: list[str] = []
+        for s in self.sinks:
+            problem = s.delivery.problem(now, window, self._started)
+            report.append({"name": s.name, "ok": problem is None, **s.delivery.report(now, s.queued())})
+            if problem is not None:
+                problems.append(f"{s.name}: {problem}")
+        if not self.sinks:
+            problems.append("no sink is on: states are not published anywhere")
+        return report, problems
 
     def _nudge(self) -> None:
         """A hook says something changed: re-read the kernel's addresses and ask routers."""

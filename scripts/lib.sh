@@ -10,6 +10,17 @@ GO_TOOLCHAIN_VERSION=go1.26.8
 
 say() { printf '==> %s\n' "$*" >&2; }
 
+# logged LOG COMMAND...: run COMMAND with its output in LOG (one `say` line per step is what shows);
+# when it fails, show the end of LOG.
+logged() {
+  _log=$1
+  shift
+  "$@" >"$_log" 2>&1 && return 0
+  tail -n 30 "$_log" >&2
+  say "failed: $* (the whole output: $_log)"
+  return 1
+}
+
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"
   elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo "$@"
@@ -32,10 +43,12 @@ ensure_system_packages() {
     say "not a Debian/Ubuntu machine: install these yourself:$missing"; return 0
   fi
   say "installing system packages:$missing"
+  mkdir -p "$DP_CACHE"
+  apt_log=$DP_CACHE/apt.log
   # shellcheck disable=SC2086
-  if ! { as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing ||
-         { as_root apt-get update -q && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing; }; }; then
-    say "could not install:$missing (needs root or passwordless sudo); the tests that need them will say so"
+  if ! { as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing >"$apt_log" 2>&1 ||
+         { as_root apt-get update -q >>"$apt_log" 2>&1 && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing >>"$apt_log" 2>&1; }; }; then
+    say "could not install:$missing (needs root or passwordless sudo; apt's output: $apt_log); the tests that need them will say so"
   fi
 }
 
@@ -93,7 +106,9 @@ ensure_venv_at() {
   # shellcheck disable=SC2086 # a word list of requirement files
   stamp=$venv/.installed-$({ cat pyproject.toml $reqs; echo "$@"; } | cksum | cut -d' ' -f1)
   [ -f "$stamp" ] && return 0
-  "$venv/bin/python" -m pip install -q --upgrade pip
-  "$venv/bin/python" -m pip install -q "$@"
+  say "updating pip in $venv"
+  logged "$venv/pip.log" "$venv/bin/python" -m pip install --upgrade pip
+  say "installing $* into $venv"
+  logged "$venv/pip.log" "$venv/bin/python" -m pip install "$@"
   touch "$stamp"
 }

@@ -22,6 +22,7 @@ from clusterd.config import MQTTSection
 from clusterd.core.status import Report
 from clusterd.metrics import Metrics
 from routerd.adapters.mqtt import make_client
+from routerd.config import tls_context
 from routerd.core.wire import WireError, decode
 from routerd.logs import RateLimited, kv
 
@@ -49,8 +50,8 @@ class MQTTReceiver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.connected = threading.Event()
         self.client = make_client(
-            client_id, v5=False, username=cfg.username, password=password, tls=cfg.tls,
-            ca_file=str(cfg.ca_file) if cfg.ca_file else None,
+            client_id, v5=False, username=cfg.username, password=password,
+            tls=tls_context(cfg.ca_file, "mqtt.caFile") if cfg.tls else None,
         )  # fmt: skip
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import sys
 import threading
 from typing import Any
 
@@ -24,7 +25,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from routerd.config import MQTTSection
+from routerd.adapters.delivery import Delivery, explain
+from routerd.config import MQTTSection, tls_context
 from routerd.core.wire import PrefixState
 from routerd.logs import RateLimited, kv
 
@@ -38,9 +40,10 @@ def _code(rc: Any) -> int:
 
 
 def make_client(
-    client_id: str, *, v5: bool, username: str | None, password: str | None, tls: bool, ca_file: str | None
+    client_id: str, *, v5: bool, username: str | None, password: str | None, tls: ssl.SSLContext | None
 ) -> mqtt.Client:
-    """A paho client (1.6 or 2.x) with credentials and verified TLS; clusterd's subscriber uses it too."""
+    """A paho client (1.6 or 2.x) with credentials and verified TLS (``tls``: from
+    :func:`routerd.config.tls_context`); clusterd's subscriber uses it too."""
     proto = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
     if PAHO2:
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto)  # type: ignore[attr-defined,unused-ignore]
@@ -48,8 +51,8 @@ def make_client(
         c = mqtt.Client(client_id=client_id, protocol=proto)
     if username:
         c.username_pw_set(username, password)
-    if tls:
-        c.tls_set_context(ssl.create_default_context(cafile=ca_file))
+    if tls is not None:
+        c.tls_set_context(tls)
     c.reconnect_delay_set(min_delay=1, max_delay=60)
     return c
 
@@ -63,22 +66,37 @@ def expiry(msg: PrefixState) -> int | None:
     return longest or None
 
 
+def url(cfg: MQTTSection) -> str:
+    """``mqtts://host:port`` (or ``mqtt://`` without TLS), for logs and ``routerd status``."""
+    return f"mqtt{'s' if cfg.tls else ''}://{cfg.host}:{cfg.effective_port}"
+
+
 class MQTTSink:
+    """Publishes each state retained at QoS 1; a state counts as delivered when the broker acknowledges it."""
+
     name = "mqtt"
 
     def __init__(self, cfg: MQTTSection, router_id: str, password: str | None) -> None:
         self.cfg = cfg
         self.router_id = router_id
         self._password = password
+        self._tls = tls_context(cfg.ca_file, "mqtt.ca_file") if cfg.tls else None
         self.base = f"{cfg.base_topic.rstrip('/')}/{router_id}"
         self.availability_topic = f"{self.base}/availability"
         self._v5 = cfg.protocol in ("auto", "5")
         self._lock = threading.Lock()
         self._latest: dict[str, PrefixState] = {}
+        self._acked: dict[str, int] = {}
+        """topic -> the newest sequence the broker acknowledged."""
+        self._inflight: dict[int, tuple[str, int] | None] = {}
+        """message id -> (topic, sequence) of a state, or None for an availability message."""
+        self._early: set[int] = set()
+        """Acknowledgements that arrived before publish() returned their message id."""
         self._connected = False
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._limited = RateLimited(LOG)
+        self.delivery = Delivery(url(cfg), connected=False)
 
     def state_topic(self, interface: str) -> str:
         return f"{self.base}/{interface}/state"
@@ -91,13 +109,13 @@ class MQTTSink:
             v5=self._v5,
             username=self.cfg.username,
             password=self._password,
-            tls=self.cfg.tls,
-            ca_file=str(self.cfg.ca_file) if self.cfg.ca_file else None,
+            tls=self._tls,
         )
         c.will_set(self.availability_topic, "offline", qos=1, retain=True)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_connect_fail = self._on_connect_fail
+        c.on_publish = self._on_publish
         return c
 
     async def start(self) -> None:
@@ -105,6 +123,9 @@ class MQTTSink:
         self._start_client()
 
     def _start_client(self) -> None:
+        with self._lock:  # message ids are per client; paho re-sends in-flight ones after a reconnect
+            self._inflight.clear()
+            self._early.clear()
         self._client = self._new_client()
         LOG.info(
             "connecting to MQTT broker",
@@ -123,7 +144,7 @@ class MQTTSink:
         with self._lock:
             connected = self._connected
         if connected:
-            info = client.publish(self.availability_topic, "offline", qos=1, retain=True)
+            info = self._publish(client, self.availability_topic, "offline", None)
             await asyncio.get_running_loop().run_in_executor(None, info.wait_for_publish, 5.0)
         client.disconnect()
         client.loop_stop()
@@ -140,6 +161,11 @@ class MQTTSink:
                 return
         self._send(topic, msg)
 
+    def queued(self) -> int:
+        """Interfaces whose newest state the broker has not acknowledged yet."""
+        with self._lock:
+            return sum(self._acked.get(t, -1) < m.sequence for t, m in self._latest.items())
+
     def _send(self, topic: str, msg: PrefixState) -> None:
         assert self._client is not None
         props = None
@@ -147,7 +173,32 @@ class MQTTSink:
         if self._v5 and seconds is not None:
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call,unused-ignore]
             props.MessageExpiryInterval = seconds
-        self._client.publish(topic, msg.to_json(), qos=1, retain=True, properties=props)
+        self._publish(self._client, topic, msg.to_json(), (topic, msg.sequence), props)
+
+    def _publish(
+        self, client: mqtt.Client, topic: str, payload: str | bytes, state: tuple[str, int] | None,
+        props: Properties | None = None,
+    ) -> mqtt.MQTTMessageInfo:  # fmt: skip
+        """Publish retained at QoS 1 and remember what the acknowledgement will confirm.
+
+        paho may run ``on_publish`` before ``publish()`` returns the id, and it holds its own
+        lock while it does, so the id is matched after the call, never under our lock during it.
+        """
+        info = client.publish(topic, payload, qos=1, retain=True, properties=props)
+        with self._lock:
+            if info.mid in self._early:
+                self._early.discard(info.mid)
+                self._acknowledged(state)
+            else:
+                self._inflight[info.mid] = state
+        return info
+
+    def _acknowledged(self, state: tuple[str, int] | None) -> None:
+        """Called with the lock held."""
+        if state is not None:
+            topic, sequence = state
+            self._acked[topic] = max(sequence, self._acked.get(topic, -1))
+        self.delivery.succeeded()
 
     # -- paho callbacks (paho's thread) -------------------------------------------------------
 
@@ -160,32 +211,53 @@ class MQTTSink:
                 if self._loop is not None:
                     self._loop.call_soon_threadsafe(self._restart)
                 return
+            self.delivery.failed(f"the broker refused the connection ({rc}): check the credentials")
             LOG.error(
                 "MQTT broker refused the connection: check host, credentials and the ACL",
                 extra=kv(code=code, reason=str(rc)),
             )
             return
         LOG.info("connected to MQTT broker", extra=kv(host=self.cfg.host))
-        client.publish(self.availability_topic, "online", qos=1, retain=True)
+        self._publish(client, self.availability_topic, "online", None)
         with self._lock:
             self._connected = True
-            pending = list(self._latest.items())
+            self.delivery.connected = True
+            pending = [(t, m) for t, m in self._latest.items() if self._acked.get(t, -1) < m.sequence]
         for topic, msg in pending:
             self._send(topic, msg)
 
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, *rest: Any) -> None:
+        reason = rest[0] if rest else None  # paho 2.x: the PUBACK's reason code (MQTT 5)
+        with self._lock:
+            if mid not in self._inflight:
+                self._early.add(mid)
+                return
+            state = self._inflight.pop(mid)
+            if reason is not None and getattr(reason, "is_failure", False):
+                topic = state[0] if state else self.availability_topic
+                self.delivery.failed(f"the broker refused the message on {topic} ({reason}): check its ACL")
+                return
+            self._acknowledged(state)
+
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        self._limited.warning(
-            "mqtt-unreachable",
-            "cannot reach the MQTT broker (down, wrong address, or TLS verification failed); retrying",
-            host=self.cfg.host,
-            port=self.cfg.effective_port,
+        # paho calls this from the handler of the connection's exception: name the cause.
+        exc = sys.exc_info()[1]
+        why = (
+            explain(exc, self.cfg.host, self.cfg.effective_port, ca_file=self.cfg.ca_file, setting="mqtt")
+            if exc is not None
+            else f"cannot connect to {self.delivery.target}"
         )
+        self.delivery.failed(why)
+        self._limited.warning("mqtt-unreachable", f"MQTT broker: {why}; retrying", host=self.cfg.host,
+                              port=self.cfg.effective_port)  # fmt: skip
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, *args: Any) -> None:
         with self._lock:
             was = self._connected
             self._connected = False
+            self.delivery.connected = False
         if was:
+            self.delivery.failed(f"lost the connection to {self.delivery.target}")
             LOG.warning("lost the MQTT broker; reconnecting with backoff", extra=kv(host=self.cfg.host))
 
     def _restart(self) -> None:

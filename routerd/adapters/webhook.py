@@ -18,13 +18,14 @@ import asyncio
 import enum
 import logging
 import random
-import ssl
 import time
 import urllib.error
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 from urllib.request import Request, urlopen  # loads it here, in the main thread: routerd/lean.py
 
-from routerd.config import WebhookSection
+from routerd.adapters.delivery import Delivery, explain
+from routerd.config import WebhookSection, tls_context
 from routerd.core.wire import PrefixState, sign
 from routerd.logs import kv
 
@@ -59,12 +60,16 @@ class _Outcome(enum.Enum):
 
 
 class WebhookSink:
+    """POSTs each state; a state counts as delivered when the receiver answers 2xx."""
+
     name = "webhook"
 
-    def __init__(self, cfg: WebhookSection, secret: str) -> None:
+    def __init__(self, cfg: WebhookSection, secret: str, setting: str = "webhook") -> None:
         self.cfg = cfg
+        self.setting = setting
         self._secret = secret.encode()
-        self._ctx = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
+        self._ctx = tls_context(cfg.ca_file, f"{setting}.ca_file")
+        self.delivery = Delivery(cfg.url)
         self._pending: dict[str, PrefixState] = {}
         self._wake: dict[str, asyncio.Event] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -78,6 +83,10 @@ class WebhookSink:
             self._wake[msg.interface] = asyncio.Event()
             self._tasks[msg.interface] = asyncio.create_task(self._worker(msg.interface))
         self._wake[msg.interface].set()
+
+    def queued(self) -> int:
+        """Interfaces whose newest state is not acknowledged yet."""
+        return len(self._pending)
 
     async def stop(self) -> None:
         for t in self._tasks.values():
@@ -128,13 +137,25 @@ class WebhookSink:
                 resp.read(4096)
         except urllib.error.HTTPError as e:
             reason = e.read(300).decode(errors="replace").strip()
+            self.delivery.failed(f"HTTP {e.code}: {reason}")
             if 400 <= e.code < 500 and e.code not in RETRYABLE_4XX:
                 LOG.error(f"webhook refused the state (HTTP {e.code}): {reason}", extra=fields)
                 return _Outcome.REFUSED
             LOG.warning(f"webhook answered HTTP {e.code}; will retry", extra=fields)
             return _Outcome.RETRY
         except (urllib.error.URLError, OSError) as e:
-            LOG.warning(f"webhook unreachable ({getattr(e, 'reason', e)}); will retry", extra=fields)
+            why = self._explain(e)
+            self.delivery.failed(why)
+            LOG.warning(f"webhook unreachable: {why}; will retry", extra=fields)
             return _Outcome.RETRY
+        self.delivery.succeeded()
         LOG.debug("webhook acknowledged", extra=fields)
         return _Outcome.OK
+
+    def _explain(self, e: OSError) -> str:
+        cause = e.reason if isinstance(e, urllib.error.URLError) else e
+        if not isinstance(cause, BaseException):
+            return str(cause)
+        url = urlsplit(self.cfg.url)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        return explain(cause, url.hostname or "", port, ca_file=self.cfg.ca_file, setting=self.setting)

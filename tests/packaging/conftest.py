@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -48,3 +49,15 @@ def render(
 
 def find(docs: list[dict[str, Any]], kind: str, name_suffix: str = "") -> dict[str, Any]:
     return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(name_suffix))
+
+
+def clone(dst: Path) -> Path:
+    """A copy of this checkout's files (tracked and new, as they are now), as a user's clone would have
+    them; tests that install from it leave no build output in the checkout."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            capture_output=True, check=True, cwd=ROOT).stdout.decode().split("\0")  # fmt: skip
+    for name in filter(None, listed):
+        if (ROOT / name).is_file():
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dst / name)
+    return dst

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,36 @@ def test_the_shipped_uci_file_is_a_valid_configuration() -> None:
     assert [i.name for i in cfg.interface] == ["br-lan"]
     assert cfg.mqtt is None and cfg.webhook == ()  # disabled sections
     assert str(cfg.state_dir) == "/etc/routerd"
+
+
+def _uci_sections(text: str) -> list[tuple[str, str | None, list[list[str]]]]:
+    """(type, name, option and list lines) per ``config`` section."""
+    sections: list[tuple[str, str | None, list[list[str]]]] = []
+    for line in text.splitlines():
+        words = shlex.split(line, comments=True)
+        if words and words[0] == "config":
+            sections.append((words[1], words[2] if len(words) > 2 else None, []))
+        elif words:
+            sections[-1][2].append(words)
+    return sections
+
+
+def test_the_openwrt_quick_starts_edit_of_the_shipped_file_turns_mqtt_on(tmp_path: Path) -> None:
+    """The quick start says to edit /etc/config/routerd: its snippet's options, set in the shipped
+    file's sections of the same type (as `uci set` would), must leave MQTT on (it ships off)."""
+    doc = (ROOT / "docs" / "quickstart-openwrt-mqtt.md").read_text()
+    snippet = next(b for b in re.findall(r"```\n(.*?)```", doc, re.S) if b.startswith("config routerd"))
+    shipped = _uci_sections((FILES / "routerd.config").read_text())
+    for stype, _name, lines in _uci_sections(snippet):
+        target = next(opts for t, _, opts in shipped if t == stype)
+        for words in lines:
+            target[:] = [w for w in target if w[:2] != words[:2]] + [words]
+    edited = tmp_path / "routerd"
+    edited.write_text("".join(f"config {t}\n" + "".join(f"\t{w[0]} {w[1]} '{w[2]}'\n" for w in opts) + "\n"
+                              for t, _, opts in shipped))  # fmt: skip
+    cfg = cfgmod.load(edited)
+    assert cfg.mqtt is not None and cfg.mqtt.host == "broker.lan" and cfg.mqtt.username == "routerd"
+    assert cfg.router_id == "edge-1" and [i.name for i in cfg.interface] == ["br-lan"]
 
 
 def test_uci_maps_onto_the_toml_keys(tmp_path: Path) -> None:

@@ -47,7 +47,9 @@ def test_the_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     analyze = require_program("systemd-analyze", "systemd")
     routerd = Path(sys.executable).parent / "routerd"
     unit = tmp_path / "routerd.service"
-    unit.write_text((SYSTEMD / "routerd.service").read_text().replace("/usr/local/bin/routerd", str(routerd)))
+    unit.write_text(
+        (SYSTEMD / "routerd.service").read_text().replace("/opt/routerd/bin/routerd", str(routerd))
+    )
     out = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, check=False)
     assert out.returncode == 0 and "routerd.service" not in out.stderr, out.stderr
     broken = tmp_path / "broken.service"

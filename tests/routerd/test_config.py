@@ -32,10 +32,14 @@ def test_a_sink_turns_stdout_off_unless_asked() -> None:
         ({"interface": [{"nam": "eth0"}]}, "interface.0.name: required key is missing"),
         ({"interface": [{"name": "eth0"}, {"name": "eth0"}]}, "listed twice"),
         ({"interface": [{"name": "eth0", "allowed_routers": ["2001:db8::1"]}]}, "is not link-local"),
-        ({"mqtt": {"host": "b", "password_file": "/a", "password_env": "B"}}, "not both"),
+        ({"mqtt": {"host": "b", "password_file": "/a", "password_env": "B"}}, "at most one of"),
         ({"mqtt": {"host": "b", "base_topic": "a/#"}}, "mqtt.base_topic"),
-        ({"webhook": [{"url": "https://x"}]}, "exactly one of secret_file or secret_env"),
+        ({"webhook": [{"url": "https://x"}]}, "exactly one of secret_file, secret_env or secret_credential"),
         ({"webhook": [{"url": "ftp://x", "secret_env": "S"}]}, "webhook.0.url"),
+        ({"webhook": [{"url": "http://hook.lan/", "secret_env": "S"}]}, "set allow_insecure = true"),
+        ({"webhook": [{"url": "https://x", "secret_env": "S", "secret_credential": "k"}]}, "exactly one of"),
+        ({"webhook": [{"url": "https://x", "secret_credential": "../k"}]}, "webhook.0.secret_credential"),
+        ({"mqtt": {"host": "b", "password_env": "P", "password_credential": "p"}}, "at most one of"),
         ({"tracker": {"max_prefix_length": 80}}, "tracker.max_prefix_length"),
         ({"publish": {"heartbeat": 1}}, "publish.heartbeat"),
     ],
@@ -70,3 +74,23 @@ def test_secrets_come_from_a_file_or_the_environment(tmp_path: Path, monkeypatch
     f.write_text("")
     with pytest.raises(cfgmod.ConfigError, match="is empty"):
         cfgmod.read_secret(f, None, "webhook secret")
+
+
+def test_plain_http_needs_allow_insecure() -> None:
+    cfg = cfgmod.parse({"webhook": [{"url": "http://hook.lan/", "secret_env": "S", "allow_insecure": True}]})
+    assert cfg.webhook[0].allow_insecure
+
+
+def test_a_secret_from_systemds_credentials_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "webhook.key").write_text("ghi\n")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    with pytest.raises(
+        cfgmod.ConfigError, match=r"\$CREDENTIALS_DIRECTORY is not set.*LoadCredential=webhook.key:"
+    ):
+        cfgmod.read_secret(None, None, "webhook secret", credential="webhook.key")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert cfgmod.read_secret(None, None, "webhook secret", credential="webhook.key") == "ghi"
+    with pytest.raises(cfgmod.ConfigError, match=r"credential mqtt\.pass is not in"):
+        cfgmod.read_secret(None, None, "MQTT password", credential="mqtt.pass")

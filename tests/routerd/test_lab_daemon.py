@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from routerd.cli import control_request
-from tests.ground.netlab import AdvPrefix, Lab
+from tests.ground.netlab import AdvPrefix, Lab, run
 from tests.ground.routerd_proc import Routerd, current, states
 from tests.ground.waiting import wait_until
 
@@ -156,5 +156,51 @@ def test_json_logs_are_one_object_per_line(lab: Lab, tmp_path: Path) -> None:
         r.wait_log('"change": "appeared"')
         docs = [json.loads(line) for line in r.stderr_lines if line.startswith("{")]
         assert any(d.get("prefix") == A and d["level"] == "info" for d in docs)
+    finally:
+        r.stop()
+
+
+def test_a_missing_interface_is_named_waited_for_and_picked_up(lab: Lab, tmp_path: Path) -> None:
+    """``run -i`` with an interface that does not exist yet names it and those that do, then opens
+    its RA socket when it appears (a PPP or WireGuard link that comes up after routerd)."""
+    r = Routerd(lab, tmp_path / "r", f'control_socket = "{tmp_path / "ctl.sock"}"\n', args=["-i", "late0"])
+    try:
+        r.wait_log(
+            f"interface late0 does not exist; this host has: lo, {lab.host_if}; waiting for it to appear"
+        )
+        run(["ip", "link", "add", "late0", "type", "veth", "peer", "name", "late1"], lab.host)
+        for link in ("late1", "late0"):
+            run(["ip", "link", "set", link, "up"], lab.host)
+        r.wait_log("waiting for a Router Advertisement on late0 (sent a Router Solicitation)")
+        assert "None" not in r.log()
+    finally:
+        r.stop()
+
+
+def test_ula_and_static_addresses_are_named_with_the_key_that_counts_them(lab: Lab, tmp_path: Path) -> None:
+    """A link with only a ULA (from SLAAC-like lifetimes) and a static global address publishes no prefix:
+    the start log and ``routerd status`` say why and which key would count each."""
+    run(["ip", "-6", "addr", "add", "fd00:5::1/64", "dev", lab.host_if, "nodad", "valid_lft", "3600",
+         "preferred_lft", "1800"], lab.host)  # fmt: skip
+    lab.add_address(lab.host, lab.host_if, "2001:db8:5::1/64")  # static: the kernel marks it permanent
+    ctl = tmp_path / "ctl.sock"
+    r = Routerd(lab, tmp_path / "r", f"""
+control_socket = "{ctl}"
+[[interface]]
+name = "{lab.host_if}"
+""")  # fmt: skip
+    try:
+        r.wait_log(f"waiting for a Router Advertisement on {lab.host_if} (sent a Router Solicitation)")
+        r.wait_log(f"no prefix counted on {lab.host_if} yet; not counting")
+        assert "fd00:5::1/64 (unique-local: set tracker.allow_ula = true to count it)" in r.log()
+        assert "2001:db8:5::1/64 (static: set tracker.include_static = true to count it)" in r.log()
+        msg = r.wait_for(lambda m: m["interface"] == lab.host_if)
+        assert msg["prefixes"] == []
+        wait_until(ctl.exists, what="control socket")
+        status = json.loads(routerd_cli(lab, "status", "--socket", str(ctl)).stdout)
+        assert status["not_counted"] == {lab.host_if: [
+            "2001:db8:5::1/64 (static: set tracker.include_static = true to count it)",
+            "fd00:5::1/64 (unique-local: set tracker.allow_ula = true to count it)",
+        ]}  # fmt: skip
     finally:
         r.stop()
