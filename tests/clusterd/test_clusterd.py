@@ -376,42 +376,39 @@ def test_replicas_whose_clocks_differ_by_more_than_the_lease_never_lead_together
     faketime = require_program("faketime", "faketime")
     lease = 4
     sampler = LeaderSampler(cluster, [])
-    try:
-        true = clusterd_factory(leader_election=True, identity="true", lease_duration=lease)
-        sampler.replicas.append(true)
-        wait_until(lambda: true.get("/leader")[0] == 200, timeout=20, what="true leads")
-        ahead = clusterd_factory(leader_election=True, identity="ahead", lease_duration=lease,
-                                 wrap=[faketime, "-f", "+1d"])  # fmt: skip
-        sampler.replicas.append(ahead)
-        ahead.wait_ready()
+
+    def start(identity: str, *wrap: str) -> Clusterd:
+        cd: Clusterd = clusterd_factory(
+            leader_election=True, identity=identity, lease_duration=lease, wrap=wrap
+        )
+        sampler.replicas.append(cd)
+        return cd
+
+    def joins_a_live_leader(identity: str, skew: str, holder: str, transitions: int) -> Clusterd:
+        cd = start(identity, faketime, "-f", skew)
+        cd.wait_ready()
         t0 = time.monotonic()
         sampler.watch(2 * lease)
         held = sampler.since(t0)
-        assert held and all(h == "true" and n == 0 for _, _, h, n in held), (
-            f"the replica a day ahead took a live leader's Lease: {sorted({(h, n) for _, _, h, n in held})}"
+        assert held and all(h == holder and n == transitions for _, _, h, n in held), (
+            f"{identity} ({skew}) took a live leader's Lease: {sorted({(h, n) for _, _, h, n in held})}"
         )
-        assert all(lead == {"true": True, "ahead": False} for _, lead, _, _ in held), "leadership moved"
+        assert all(lead[holder] and not lead[identity] for _, lead, _, _ in held), "leadership moved"
+        return cd
 
-        true.kill()  # no release: the replica a day ahead has to see the Lease stand still
+    def dies(old: Clusterd, new: Clusterd) -> None:
+        old.kill()  # no release: the follower has to see the Lease stand still
         killed = time.monotonic()
-        wait_until(lambda: ahead.get("/leader")[0] == 200, timeout=lease + 4, what="ahead takes over")
-        print(f"the replica a day ahead took over {time.monotonic() - killed:.1f} s after the kill")
+        wait_until(lambda: new.get("/leader")[0] == 200, timeout=lease + 4, what=f"{new.identity} takes over")
+        print(f"{new.identity} took over {time.monotonic() - killed:.1f} s after {old.identity} was killed")
 
-        behind = clusterd_factory(leader_election=True, identity="behind", lease_duration=lease,
-                                  wrap=[faketime, "-f", "-1d"])  # fmt: skip
-        sampler.replicas.append(behind)
-        behind.wait_ready()
-        t1 = time.monotonic()
-        sampler.watch(2 * lease)
-        held = sampler.since(t1)
-        assert held and all(h == "ahead" and n == 1 for _, _, h, n in held), (
-            f"the Lease moved away from a live leader: {sorted({(h, n) for _, _, h, n in held})}"
-        )
-
-        ahead.kill()  # its renewTime is two days in the future of the replica behind
-        killed = time.monotonic()
-        wait_until(lambda: behind.get("/leader")[0] == 200, timeout=lease + 4, what="behind takes over")
-        print(f"the replica a day behind took over {time.monotonic() - killed:.1f} s after the kill")
+    try:
+        true = start("true")
+        wait_until(lambda: true.get("/leader")[0] == 200, timeout=20, what="true leads")
+        ahead = joins_a_live_leader("ahead", "+1d", holder="true", transitions=0)
+        dies(true, ahead)
+        behind = joins_a_live_leader("behind", "-1d", holder="ahead", transitions=1)
+        dies(ahead, behind)  # ahead's renewTime is two days in behind's future
         spec = sampler.api.read_namespaced_lease("dynamic-prefix-clusterd", "dynamic-prefix").spec
         assert spec.holder_identity == "behind" and spec.lease_transitions == 2
     finally:
