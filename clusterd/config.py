@@ -80,12 +80,50 @@ class WebhookSection(_Section):
 
 
 class LeaderElectionSection(_Section):
-    """Run several replicas; only the one holding the Lease writes."""
+    """Run several replicas; only the one holding the Lease writes.
+
+    Replicas never compare the Lease's timestamps with their own clocks (they may be off by
+    any amount): a follower times, on its own clock, how long the Lease has gone unchanged.
+    """
 
     enabled: bool = Field(False, description="Elect a leader (needed with more than one replica).")
     lease_name: str = Field("dynamic-prefix-clusterd", alias="leaseName", description="Lease object name.")
-    lease_duration: float = Field(15.0, alias="leaseDuration", gt=1, description="Seconds a Lease is valid.")
-    retry_period: float = Field(2.0, alias="retryPeriod", gt=0, description="Seconds between renewals.")
+    lease_duration: int = Field(
+        15,
+        alias="leaseDuration",
+        gt=1,
+        description="Whole seconds a follower waits on an unchanged Lease before it takes over.",
+    )
+    renew_deadline: float | None = Field(
+        None,
+        alias="renewDeadline",
+        gt=0,
+        description="Seconds the leader goes on without a successful renewal before it stops leading; "
+        "shorter than leaseDuration (default: two thirds of it). leaseDuration / renewDeadline is how "
+        "much faster one replica's clock may run than another's.",
+    )
+    retry_period: float = Field(
+        2.0, alias="retryPeriod", gt=0, description="Seconds between renewals and between a follower's looks."
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> LeaderElectionSection:
+        if self.deadline >= self.lease_duration:
+            raise ValueError(
+                f"renewDeadline ({self.deadline:g}) must be shorter than leaseDuration ({self.lease_duration}): "
+                "the leader must stop before a follower may take over"
+            )
+        if self.retry_period >= self.deadline:
+            raise ValueError(
+                f"retryPeriod ({self.retry_period:g}) must be shorter than renewDeadline ({self.deadline:g}): "
+                "the leader needs more than one try to renew"
+            )
+        return self
+
+    @property
+    def deadline(self) -> float:
+        """renewDeadline, or two thirds of leaseDuration (client-go's 10 s of 15 s)."""
+        return self.renew_deadline if self.renew_deadline is not None else self.lease_duration * 2 / 3
 
 
 class Config(_Section):

@@ -58,6 +58,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+class NotLeader(Exception):
+    """Leadership ended while a reconcile was under way: its remaining writes are the new leader's."""
+
+
 @dataclass
 class _Pending:
     """A webhook caller waiting for the DynamicPrefixes its message concerns."""
@@ -324,6 +328,11 @@ class Controller:
     def leading(self) -> tuple[bool, str]:
         return (True, "leader") if self.leader else (False, "follower")
 
+    def _fence(self) -> None:
+        """Before each write: a replica that stopped leading mid-reconcile writes nothing more."""
+        if not self.leader:
+            raise NotLeader("leadership lost")
+
     # -- the work queue ----------------------------------------------------------------------------
 
     def enqueue(self, key: str) -> None:
@@ -366,6 +375,8 @@ class Controller:
                 self._failures.pop(key, None)
             except Conflict:
                 self.enqueue(key)  # planned from a stale copy: the watch brings the fresh one
+            except NotLeader:
+                self._resolve(key, 503, "this clusterd replica is no longer the leader; retry", started)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -466,6 +477,7 @@ class Controller:
             obj = await self._write_status(obj, synced)
 
     async def _write_status(self, obj: dict[str, Any], status: crd.DynamicPrefixStatus) -> dict[str, Any]:
+        self._fence()
         try:
             got = await asyncio.to_thread(self.kube.replace_status, obj, status.dump())
         except Gone:
@@ -532,6 +544,7 @@ class Controller:
             return
         version = self.cilium_versions[plural]
         for w in p.writes:
+            self._fence()
             try:
                 pobj = await asyncio.to_thread(
                     self.kube.patch_list, version, plural, pobj, kind.field, w.entries,
@@ -604,6 +617,7 @@ class Controller:
 
     async def _write_service(self, key: str, obj: dict[str, Any], p: svcplan.ServicePlan) -> None:
         async with self._write_slots:
+            self._fence()
             loop = asyncio.get_running_loop()
             try:
                 got = await loop.run_in_executor(

@@ -16,6 +16,7 @@ from clusterd.adapters.leader import LeaderElector
 from clusterd.adapters.webhook import WebhookServer
 from clusterd.config import Config, read_secret
 from clusterd.controller import Controller
+from clusterd.core.lease import Timing
 from clusterd.metrics import Metrics
 from routerd.logs import kv
 
@@ -77,9 +78,11 @@ class Clusterd:
         elector = None
         if self.cfg.leader_election.enabled:
             le = self.cfg.leader_election
-            elector = LeaderElector(self.kube, self.cfg.namespace, le.lease_name, self.cfg.identity,
-                                    le.lease_duration, le.retry_period, ctl.set_leader)  # fmt: skip
-            self._tasks.append(asyncio.create_task(elector.run(), name="leader-election"))
+            timing = Timing(le.lease_duration, le.deadline, le.retry_period)
+            elector = LeaderElector(self.kube, self.cfg.namespace, le.lease_name, self.cfg.identity, timing,
+                                    ctl.set_leader)  # fmt: skip
+            election = asyncio.create_task(elector.run(), name="leader-election")
+            self._tasks.append(election)
         else:
             self.metrics.leader.set(1)
         receivers = await self._start_receivers()
@@ -92,6 +95,7 @@ class Clusterd:
             with contextlib.suppress(Exception):
                 await r.stop()  # type: ignore[attr-defined]
         if elector is not None:
+            election.cancel()  # a renewal after the release would take the Lease back
             await elector.release()
         for w in self._watchers + self._pool_watchers:
             w.stop()

@@ -196,21 +196,23 @@ class Kube:
 
     # -- Lease ------------------------------------------------------------------------------
 
-    def get_lease(self, namespace: str, name: str) -> k8s.V1Lease | None:
+    def get_lease(self, namespace: str, name: str, timeout: float) -> k8s.V1Lease | None:
         try:
-            return self.coordination.read_namespaced_lease(name, namespace)
+            return self.coordination.read_namespaced_lease(name, namespace, _request_timeout=timeout)
         except k8s.ApiException as e:
             if e.status == 404:
                 return None
             raise
 
-    def write_lease(self, namespace: str, lease: k8s.V1Lease, create: bool) -> k8s.V1Lease:
+    def write_lease(self, namespace: str, lease: k8s.V1Lease, create: bool, timeout: float) -> k8s.V1Lease:
         try:
             if create:
-                return self.coordination.create_namespaced_lease(namespace, lease)
+                return self.coordination.create_namespaced_lease(namespace, lease, _request_timeout=timeout)
             assert lease.metadata is not None
             assert lease.metadata.name is not None
-            return self.coordination.replace_namespaced_lease(lease.metadata.name, namespace, lease)
+            return self.coordination.replace_namespaced_lease(
+                lease.metadata.name, namespace, lease, _request_timeout=timeout
+            )
         except k8s.ApiException as e:
             _raise(e)
             raise

@@ -1,23 +1,24 @@
-"""Leader election on a coordination.k8s.io Lease (decisions in clusterd/core/lease.py)."""
+"""Leader election on a coordination.k8s.io Lease (decisions in clusterd/core/lease.py).
+
+Every interval is timed with the monotonic clock; the wall clock only fills the
+Lease's timestamps for people reading it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from kubernetes import client as k8s
 
 from clusterd.adapters.kube import Conflict, Kube
-from clusterd.core.lease import LeaseRecord, decide, release
+from clusterd.core.lease import LeaseRecord, Seen, Timing, decide, leading, lost, release, written
 from routerd.logs import RateLimited
 
 LOG = logging.getLogger("clusterd.leader")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _record(lease: k8s.V1Lease | None) -> LeaseRecord | None:
@@ -28,7 +29,7 @@ def _record(lease: k8s.V1Lease | None) -> LeaseRecord | None:
         holder=s.holder_identity,
         acquired=s.acquire_time,
         renewed=s.renew_time,
-        duration=timedelta(seconds=s.lease_duration_seconds or 15),
+        duration=s.lease_duration_seconds or 15,
         transitions=s.lease_transitions or 0,
     )
 
@@ -40,19 +41,18 @@ class LeaderElector:
         namespace: str,
         name: str,
         identity: str,
-        duration: float,
-        retry: float,
+        timing: Timing,
         on_change: Callable[[bool], None],
     ) -> None:
         self.kube = kube
         self.namespace = namespace
         self.name = name
         self.identity = identity
-        self.duration = timedelta(seconds=duration)
-        self.retry = timedelta(seconds=retry)
+        self.timing = timing
         self.on_change = on_change
         self.leader = False
-        self._renewed_at: datetime | None = None
+        self.seen = Seen()
+        self._deadline: asyncio.TimerHandle | None = None
         self._limited = RateLimited(LOG)
 
     def _lease(self, rec: LeaseRecord, current: k8s.V1Lease | None) -> k8s.V1Lease:
@@ -65,53 +65,76 @@ class LeaderElector:
                 holder_identity=rec.holder,
                 acquire_time=rec.acquired,
                 renew_time=rec.renewed,
-                lease_duration_seconds=int(rec.duration.total_seconds()),
+                lease_duration_seconds=rec.duration,
                 lease_transitions=rec.transitions,
             ),
         )
 
-    def _set(self, leader: bool) -> None:
-        if leader != self.leader:
-            self.leader = leader
-            self.on_change(leader)
+    def _update(self) -> None:
+        """Lead exactly while the core says so; look again the moment the renew deadline passes.
+
+        The timer steps the leader down on time even while a call to the API server hangs.
+        """
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        now = time.monotonic()
+        leader = leading(self.seen, self.identity, now, self.timing)
+        if leader and self.seen.renewed is not None:
+            due = self.seen.renewed + self.timing.renew_deadline - now
+            self._deadline = asyncio.get_running_loop().call_later(due, self._update)
+        if leader == self.leader:
+            return
+        rec = self.seen.record
+        if not leader and self.seen.renewed is not None and rec is not None and rec.holder == self.identity:
+            LOG.warning("could not renew the Lease within the renew deadline: stepping down")
+        self.leader = leader
+        self.on_change(leader)
+
+    async def _attempt(self) -> float:
+        """One look at the Lease, and the write the core asks for; seconds until the next look."""
+        timeout = self.timing.renew_deadline
+        current = await asyncio.to_thread(self.kube.get_lease, self.namespace, self.name, timeout)
+        # Observed after the answer arrived: a follower never dates a renewal earlier than the
+        # leader sent it.
+        d = decide(
+            self.seen, _record(current), self.identity, time.monotonic(), datetime.now(UTC), self.timing
+        )
+        self.seen = d.seen
+        if d.write is not None:
+            sent = time.monotonic()  # the leader counts its deadline from before the write
+            got = await asyncio.to_thread(
+                self.kube.write_lease, self.namespace, self._lease(d.write, current), current is None, timeout
+            )
+            self.seen = written(_record(got), sent)
+        return d.retry_in
 
     async def run(self) -> None:
         while True:
-            now = _now()
-            retry_at = now + self.retry
+            retry_in = self.timing.retry
             try:
-                current = await asyncio.to_thread(self.kube.get_lease, self.namespace, self.name)
-                d = decide(_record(current), self.identity, now, self.duration, self.retry)
-                retry_at = d.retry_at
-                if d.write is not None:
-                    await asyncio.to_thread(self.kube.write_lease, self.namespace, self._lease(d.write, current),
-                                            current is None)  # fmt: skip
-                    self._renewed_at = now
-                self._set(d.leader)
+                retry_in = await self._attempt()
             except Conflict:
-                self._set(False)  # another replica wrote first
+                self.seen = lost(self.seen)  # another replica wrote first
             except Exception as e:
                 self._limited.warning("lease-failed", f"cannot read or renew the Lease: {e}")
-                # Without a renewal for the lease duration, another replica may have
-                # taken over: stop writing before that can happen.
-                stale = self._renewed_at is None or now - self._renewed_at > self.duration - self.retry
-                if self.leader and stale:
-                    LOG.warning("could not renew the Lease in time: stepping down")
-                    self._set(False)
-            await asyncio.sleep(max(0.05, (retry_at - _now()).total_seconds()))
+            self._update()
+            await asyncio.sleep(retry_in)
 
     async def release(self) -> None:
         """Hand the Lease back on a clean stop, so a follower takes over at once."""
         if not self.leader:
             return
+        self.seen = lost(self.seen)
+        self._update()  # stop acting as the leader before anyone else can start
         try:
-            current = await asyncio.to_thread(self.kube.get_lease, self.namespace, self.name)
+            timeout = self.timing.renew_deadline
+            current = await asyncio.to_thread(self.kube.get_lease, self.namespace, self.name, timeout)
             rec = _record(current)
             freed = release(rec, self.identity) if rec is not None else None
             if freed is not None:
                 await asyncio.to_thread(
-                    self.kube.write_lease, self.namespace, self._lease(freed, current), False
+                    self.kube.write_lease, self.namespace, self._lease(freed, current), False, timeout
                 )
         except Exception as e:
             LOG.warning(f"could not release the Lease: {e}")
-        self._set(False)

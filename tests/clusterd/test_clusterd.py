@@ -10,6 +10,8 @@ resumes from the status it wrote.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from tests.ground.clusterd_proc import WEBHOOK_SECRET, Clusterd
 from tests.ground.messages import post, post_state, prefix, sign, state
 from tests.ground.mosquitto import Mosquitto
 from tests.ground.mqttclient import publish
+from tests.ground.require import require_program
 from tests.ground.waiting import wait_until
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.mqtt]
@@ -317,6 +320,150 @@ def test_two_replicas_one_writes_and_the_other_takes_over(cluster: KubeAPI, clus
         "dynamic-prefix-clusterd", "dynamic-prefix"
     )
     assert lease.spec.holder_identity == "two" and lease.spec.lease_transitions >= 1
+
+
+class LeaderSampler:
+    """Samples the Lease and every replica's /leader and leader metric, 20 times a second, in a thread."""
+
+    def __init__(self, kube: KubeAPI, replicas: list[Clusterd]) -> None:
+        self.api = k8s.CoordinationV1Api(kube.admin())
+        self.replicas = replicas  # the test appends the ones it starts later
+        self.samples: list[tuple[float, dict[str, bool], str | None, int]] = []
+        """(monotonic time, leading by identity, the Lease's holder, its transitions)."""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            leading = {}
+            for cd in list(self.replicas):
+                if cd.proc.poll() is None:
+                    by_health = cd.get("/leader")[0] == 200
+                    by_metric = cd.metric("dynamic_prefix_leader") == 1
+                    leading[cd.identity] = by_health or by_metric
+            try:
+                spec = self.api.read_namespaced_lease("dynamic-prefix-clusterd", "dynamic-prefix").spec
+            except k8s.ApiException as e:
+                if e.status != 404:  # not created yet
+                    raise
+                spec = k8s.V1LeaseSpec()
+            self.samples.append(
+                (time.monotonic(), leading, spec.holder_identity, spec.lease_transitions or 0)
+            )
+
+    def watch(self, seconds: float) -> None:
+        """Observe for ``seconds``: the assertion is over the whole period, not its end."""
+        self._stop.wait(seconds)
+
+    def since(self, t0: float) -> list[tuple[float, dict[str, bool], str | None, int]]:
+        return [s for s in self.samples if s[0] >= t0]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_replicas_whose_clocks_differ_by_more_than_the_lease_never_lead_together(
+    cluster: KubeAPI, clusterd_factory: Any
+) -> None:
+    """Followers time the Lease by their own clocks, never by the holder's renewTime (issue 12 item 4).
+
+    Three replicas: one on the true clock, one a day ahead, one a day behind (libfaketime, wall and
+    monotonic clocks both shifted); the lease is 4 s. A follower whose clock is ahead must not take
+    a live leader's Lease, and one whose clock is behind must still take over from a dead one.
+    """
+    faketime = require_program("faketime", "faketime")
+    lease = 4
+    sampler = LeaderSampler(cluster, [])
+
+    def start(identity: str, *wrap: str) -> Clusterd:
+        cd: Clusterd = clusterd_factory(
+            leader_election=True, identity=identity, lease_duration=lease, wrap=wrap
+        )
+        sampler.replicas.append(cd)
+        return cd
+
+    def joins_a_live_leader(identity: str, skew: str, holder: str, transitions: int) -> Clusterd:
+        cd = start(identity, faketime, "-f", skew)
+        cd.wait_ready()
+        t0 = time.monotonic()
+        sampler.watch(2 * lease)
+        held = sampler.since(t0)
+        assert held and all(h == holder and n == transitions for _, _, h, n in held), (
+            f"{identity} ({skew}) took a live leader's Lease: {sorted({(h, n) for _, _, h, n in held})}"
+        )
+        assert all(lead[holder] and not lead[identity] for _, lead, _, _ in held), "leadership moved"
+        return cd
+
+    def dies(old: Clusterd, new: Clusterd) -> None:
+        old.kill()  # no release: the follower has to see the Lease stand still
+        killed = time.monotonic()
+        wait_until(lambda: new.get("/leader")[0] == 200, timeout=lease + 4, what=f"{new.identity} takes over")
+        print(f"{new.identity} took over {time.monotonic() - killed:.1f} s after {old.identity} was killed")
+
+    try:
+        true = start("true")
+        wait_until(lambda: true.get("/leader")[0] == 200, timeout=20, what="true leads")
+        ahead = joins_a_live_leader("ahead", "+1d", holder="true", transitions=0)
+        dies(true, ahead)
+        behind = joins_a_live_leader("behind", "-1d", holder="ahead", transitions=1)
+        dies(ahead, behind)  # ahead's renewTime is two days in behind's future
+        spec = sampler.api.read_namespaced_lease("dynamic-prefix-clusterd", "dynamic-prefix").spec
+        assert spec.holder_identity == "behind" and spec.lease_transitions == 2
+    finally:
+        sampler.stop()
+    both = [(round(t, 2), lead) for t, lead, _, _ in sampler.samples if sum(lead.values()) > 1]
+    assert not both, f"two replicas led at once: {both[:5]}"
+    assert any(lead.get("behind") for _, lead, _, _ in sampler.samples)
+
+
+def test_a_leader_whose_renewals_hang_steps_down_before_its_lease_could_pass(
+    cluster: KubeAPI, clusterd_factory: Any
+) -> None:
+    """The leader stops leading once renewDeadline (2/3 of the 4 s lease) passes without a renewal,
+    even while its renewal call hangs; it leads again when the API server answers."""
+    lease = 4
+    one = clusterd_factory(leader_election=True, identity="one", lease_duration=lease)
+    wait_until(lambda: one.get("/leader")[0] == 200, timeout=20, what="one leads")
+    with cluster.frozen():
+        frozen_at = time.monotonic()
+        # Its last renewal was sent before the freeze, so a follower could take over at the
+        # earliest `lease` seconds after the freeze: the leader must have stopped by then.
+        wait_until(lambda: one.get("/leader")[0] == 503, timeout=lease, what="one steps down")
+        print(f"stepped down {time.monotonic() - frozen_at:.1f} s into the freeze (lease {lease} s)")
+        assert one.metric("dynamic_prefix_leader") == 0
+    wait_until(lambda: one.get("/leader")[0] == 200, timeout=20, what="one leads again")
+
+
+async def test_a_replica_that_stopped_leading_sends_no_further_write(cluster: KubeAPI) -> None:
+    """A reconcile under way when leadership ends writes nothing more: every write checks first.
+
+    Driven in-process, at the write calls a reconcile makes, so the moment is exact; the
+    writes would go to the real API server.
+    """
+    from clusterd.adapters.kube import Kube
+    from clusterd.config import parse
+    from clusterd.controller import Controller, NotLeader
+    from clusterd.core import pools as poolplan
+    from clusterd.crd import DynamicPrefixStatus
+    from clusterd.metrics import Metrics
+
+    create_dp(cluster)
+    create_pool(cluster, "lb-pool", [V4])
+    ctl = Controller(Kube(cluster.admin()), parse({"leaderElection": {"enabled": True}}), Metrics())
+    ctl.cilium_versions = {poolplan.LB_POOL.plural: "v2"}
+    ctl.set_leader(True)
+    ctl.set_leader(False)  # the elector's renew deadline passed while the reconcile was planning
+    dp, pool = get_dp(cluster), get_pool(cluster, "lb-pool")
+    with pytest.raises(NotLeader):
+        await ctl._write_status(dp, DynamicPrefixStatus(current_prefix=A))
+    ann = pool["metadata"]["annotations"]
+    with pytest.raises(NotLeader):
+        await ctl._apply(
+            poolplan.LB_POOL.plural, poolplan.LB_POOL, pool, poolplan.plan([V4], ann, [block(A)])
+        )
+    assert current(cluster) is None and get_pool(cluster, "lb-pool")["spec"]["blocks"] == [V4]
 
 
 def test_killed_mid_drain_and_restarted_loses_no_history(cluster: KubeAPI, clusterd_factory: Any) -> None:

@@ -23,6 +23,15 @@ def test_defaults() -> None:
         ({"webhook": {}}, "secretFiles or secretEnv"),
         ({"webhook": {"secretEnv": "S", "certFile": "/c"}}, "both certFile and keyFile"),
         ({"leaderElection": {"leaseDuration": 0}}, "leaderElection.leaseDuration"),
+        (
+            {"leaderElection": {"leaseDuration": 4.5}},
+            "leaderElection.leaseDuration",
+        ),  # the Lease holds whole seconds
+        (
+            {"leaderElection": {"leaseDuration": 15, "renewDeadline": 15}},
+            "must be shorter than leaseDuration",
+        ),
+        ({"leaderElection": {"renewDeadline": 3, "retryPeriod": 3}}, "must be shorter than renewDeadline"),
         ({"webhook": {"secretEnv": "S", "maxBodyBytes": 10}}, "webhook.maxBodyBytes"),
     ],
 )
@@ -30,6 +39,13 @@ def test_errors_name_the_key(doc: dict[str, object], fragment: str) -> None:
     with pytest.raises(cfgmod.ConfigError) as err:
         cfgmod.parse(doc, "clusterd.yaml")
     assert fragment in str(err.value)
+
+
+def test_leader_election_timing_defaults_to_client_gos() -> None:
+    le = cfgmod.parse({"leaderElection": {"enabled": True}}).leader_election
+    assert (le.lease_duration, le.deadline, le.retry_period) == (15, 10, 2)
+    short = cfgmod.parse({"leaderElection": {"leaseDuration": 4, "retryPeriod": 0.5}}).leader_election
+    assert short.deadline == 4 * 2 / 3  # two thirds of whatever leaseDuration is
 
 
 def test_files(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import json
 from datetime import datetime, timedelta
 from typing import Any
@@ -128,23 +129,131 @@ def test_pool_plans_keep_user_entries_and_converge(
             assert all(e in p.writes[0].entries for e in current)
 
 
-NOW = datetime(2026, 11, 26, 12, 0, 0)
-D, R = timedelta(seconds=15), timedelta(seconds=2)
+WALL = datetime(2026, 11, 26, 12, 0, 0)
+T = lease.Timing(duration=15, renew_deadline=10, retry=2)
+DAY = timedelta(days=1)
 
 
-def test_lease_acquire_renew_follow_take_over_release() -> None:
-    first = lease.decide(None, "a", NOW, D, R)
-    assert first.leader and first.write is not None and first.write.holder == "a"
-    held = first.write
-    assert lease.decide(held, "a", NOW + R, D, R).write.renewed == NOW + R  # type: ignore[union-attr]
-    follower = lease.decide(held, "b", NOW + R, D, R)
-    assert not follower.leader and follower.write is None and follower.retry_at == NOW + 2 * R
-    takeover = lease.decide(held, "b", NOW + D, D, R)
-    assert takeover.leader and takeover.write is not None and takeover.write.transitions == 1
-    released = lease.release(held, "a")
-    assert released is not None and released.holder is None
-    assert lease.decide(released, "b", NOW + R, D, R).leader
-    assert lease.release(held, "b") is None
+def rec(holder: str | None, renewed: datetime = WALL, duration: int = 15, n: int = 0) -> lease.LeaseRecord:
+    return lease.LeaseRecord(holder, WALL, renewed, duration, n)
+
+
+def seen(record: lease.LeaseRecord | None, since: float, renewed: float | None = None) -> lease.Seen:
+    return lease.Seen(record, since, renewed)
+
+
+NEVER = lease.Seen()
+# What this replica saw before, the record it reads now, its monotonic now -> what it writes, when it looks
+# again. The reader's wall clock is WALL throughout; the renewTimes in the records are other replicas' clocks.
+DECISIONS = [
+    pytest.param(NEVER, None, 100.0, rec("me"), 2, id="no Lease: create it"),
+    pytest.param(NEVER, rec(None, n=3), 100.0, rec("me", n=4), 2, id="released: take it at once"),
+    pytest.param(seen(rec("me"), 90.0, 90.0), rec("me"), 100.0, rec("me"), 2, id="mine: renew"),
+    pytest.param(NEVER, rec("other"), 100.0, None, 2, id="first sight: wait a whole duration"),
+    pytest.param(NEVER, rec("other", WALL - DAY), 100.0, None, 2, id="holder's clock a day behind: still wait"),
+    pytest.param(seen(rec("other"), 86.0), rec("other"), 100.0, None, 1, id="unchanged 14 of 15 s: look at 15"),
+    pytest.param(seen(rec("other"), 85.0), rec("other"), 100.0, rec("me", n=1), 2, id="unchanged 15 s: take over"),
+    pytest.param(seen(rec("other", WALL + DAY), 85.0), rec("other", WALL + DAY), 100.0, rec("me", n=1), 2,
+                 id="holder's clock a day ahead: take over on time"),
+    pytest.param(seen(rec("other"), 10.0), rec("other", WALL + timedelta(seconds=2)), 100.0, None, 2,
+                 id="renewed: the wait starts again"),
+    pytest.param(seen(rec("other", duration=60), 50.0), rec("other", duration=60), 100.0, None, 2,
+                 id="the holder's leaseDurationSeconds counts, not ours"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("before", "record", "now", "write", "retry_in"), DECISIONS)
+def test_lease_decisions_time_the_record_by_the_readers_own_clock(
+    before: lease.Seen, record: lease.LeaseRecord | None, now: float, write: lease.LeaseRecord | None,
+    retry_in: float
+) -> None:  # fmt: skip
+    d = lease.decide(before, record, "me", now, WALL, T)
+    assert d.write == write and d.retry_in == retry_in
+    assert d.seen.record == record
+    assert d.seen.since == (before.since if record == before.record else now)
+
+
+MINE = lease.written(rec("me"), 100.0)
+LEADING = [
+    pytest.param(MINE, 100.0, True, id="just renewed"),
+    pytest.param(MINE, 109.9, True, id="inside the renew deadline"),
+    pytest.param(MINE, 110.0, False, id="renew deadline passed: step down"),
+    pytest.param(lease.lost(MINE), 100.5, False, id="409: another wrote"),
+    pytest.param(lease.written(rec("other"), 100.0), 100.0, False, id="someone else's record"),
+    pytest.param(seen(rec("me"), 100.0), 100.0, False, id="mine on paper, but not written by this run"),
+]
+
+
+@pytest.mark.parametrize(("after", "now", "leads"), LEADING)
+def test_leading_means_renewed_within_the_renew_deadline(after: lease.Seen, now: float, leads: bool) -> None:
+    assert lease.leading(after, "me", now, T) is leads
+
+
+def test_lease_release_hands_it_back_only_from_the_holder() -> None:
+    released = lease.release(rec("a", n=2), "a")
+    assert released is not None and released.holder is None and released.transitions == 2
+    assert lease.decide(NEVER, released, "b", 0.0, WALL, T).write == rec("b", n=3)
+    assert lease.release(rec("a"), "b") is None
+
+
+pause = st.sampled_from([0.0, 0.1, 0.5, 1.0]) | st.floats(0.0, 1.0)  # ties and near-ties are where races hide
+
+
+@given(
+    replicas=st.lists(st.tuples(st.integers(-2 * 86400, 2 * 86400), st.floats(0.0, 20.0)), min_size=2, max_size=3),
+    draws=st.lists(st.tuples(pause, pause, st.sampled_from("oooo-+")), min_size=1, max_size=120),
+)  # fmt: skip
+def test_replicas_with_any_clock_offsets_never_lead_at_once(
+    replicas: list[tuple[int, float]], draws: list[tuple[float, float, str]]
+) -> None:
+    """A simulation: replicas whose clocks are days apart run the core against one Lease.
+
+    Each replica (clock offset, start time) looks at the Lease when the core says, plus a
+    ``jitter``; a write the core asks for lands ``delay`` seconds later, refused if anyone
+    wrote in between (a stale resourceVersion). Its fate: ``o`` answered; ``-`` lost on the
+    way, ``+`` applied but the answer lost — after either the replica is cut off for good,
+    still believing what it last knew. Clocks run at one rate; wall and monotonic clocks have
+    per-replica offsets. Whenever a write lands (the only moment anyone starts leading), no
+    other replica may still think it leads.
+    """
+    n = len(replicas)
+    state = [lease.Seen() for _ in range(n)]
+    store: lease.LeaseRecord | None = None
+    version = 0
+    events = [(start, i, "look", None) for i, (_, start) in enumerate(replicas)]
+    heapq.heapify(events)
+    draw = iter(draws)
+    t = 0.0  # true time
+
+    def mono(i: int) -> float:
+        return t + 1000.0 * replicas[i][0]  # monotonic clocks with their own origins
+
+    while events:
+        t, i, kind, pending = heapq.heappop(events)
+        if (d := next(draw, None)) is None:
+            break
+        jitter, delay, fate = d
+        if kind == "look":
+            got = lease.decide(
+                state[i], store, str(i), mono(i), WALL + timedelta(seconds=replicas[i][0] + t), T
+            )
+            state[i] = got.seen
+            if got.write is None:
+                heapq.heappush(events, (t + got.retry_in + jitter, i, "look", None))
+            else:
+                heapq.heappush(
+                    events, (t + delay, i, "land", (got.write, version, mono(i), fate, got.retry_in))
+                )
+            continue
+        record, read, sent, fate, retry_in = pending
+        landed = fate != "-" and read == version
+        if landed:
+            store, version = record, version + 1
+            others = [j for j in range(n) if j != i and lease.leading(state[j], str(j), mono(j), T)]
+            assert not others, f"replica {i} wrote the Lease at {t:.2f} s while {others} still lead"
+        if fate == "o":
+            state[i] = lease.written(store, sent) if landed else lease.lost(state[i])
+            heapq.heappush(events, (t + retry_in + jitter, i, "look", None))
 
 
 SECRET = b"k" * 32

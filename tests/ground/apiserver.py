@@ -173,6 +173,16 @@ class KubeAPI:
                     proc.wait()
         self._apiserver = self._etcd = None
 
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """A hung API server: kube-apiserver SIGSTOPped, so connections open but no answer comes."""
+        assert self._apiserver is not None
+        self._apiserver.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self._apiserver.send_signal(signal.SIGCONT)
+
     def log_tail(self, lines: int = 40) -> str:
         path = self.workdir / "kube-apiserver.log"
         text = path.read_text(errors="replace") if path.exists() else ""

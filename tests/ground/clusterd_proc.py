@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +35,15 @@ class Clusterd:
         webhook: bool = True,
         leader_election: bool = False,
         identity: str = "clusterd-0",
-        lease_duration: float = 4.0,
+        lease_duration: int = 4,
         token: str | None = None,
         extra: dict[str, Any] | None = None,
         netns: str | None = None,
+        wrap: Sequence[str] = (),
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
+        self.identity = identity
         self.secret_file = workdir / "webhook.key"  # WEBHOOK_SECRET: a webhook sender signs with it too
         self.secret_file.write_bytes(WEBHOOK_SECRET)
         self.health_port = free_port()
@@ -68,7 +71,7 @@ class Clusterd:
         cfg.update(extra or {})
         self.config_path = workdir / "clusterd.yaml"
         self.config_path.write_text(yaml.safe_dump(cfg))
-        argv = [sys.executable, "-m", "clusterd", "run", "--config", str(self.config_path)]
+        argv = [*wrap, sys.executable, "-m", "clusterd", "run", "--config", str(self.config_path)]
         if netns is not None:
             argv = ["ip", "netns", "exec", netns, *argv]
         self.log_lines: list[str] = []
