@@ -31,8 +31,11 @@ from clusterd.core.status import (
     SERVICES_SYNCED,
     Event,
     Policy,
+    Rejection,
     Report,
     plan,
+    published_at,
+    routerd_record,
     with_condition,
 )
 from clusterd.metrics import Metrics
@@ -250,7 +253,11 @@ class Controller:
             s = report.state
             key = (s.router, s.interface)
             self.metrics.last_message.labels(s.router, s.interface).set(report.received_at.timestamp())
-            self.heard[(s.router, s.interface, s.boot)] = report.received_at
+            # A retained message was heard when it was published, which may be long past (or unknown):
+            # it must not keep the RA fallback off.
+            published, stream = published_at(report), (s.router, s.interface, s.boot)
+            if published is not None and published > self.heard.get(stream, datetime.min):
+                self.heard[stream] = published
             held = self.reports.get(key)
             if held is not None and held.state.boot == s.boot and held.state.sequence >= s.sequence:
                 self.metrics.messages.labels(report.transport, "stale").inc()
@@ -438,11 +445,11 @@ class Controller:
         status = current
         events: list[Event] = []
         next_check = None
-        rejected = None
+        rejected: Rejection | None = None
         applied = self._applied.get(name)
         reports: list[Report | None] = [*self._reports_for(spec)] or [None]
         for report in reports:
-            src = status.source
+            src = routerd_record(status)
             heard = self.heard.get((src.router or "", src.interface or "", src.boot)) if src else None
             # The report the status already holds is not planned again: its sequence is no longer
             # newer, and a retry of it must hear "applied", not "stale".
@@ -468,7 +475,7 @@ class Controller:
         # A webhook sender hears back once the status and pools are written; Services, which
         # can be thousands, follow and report through ServicesSynced.
         if rejected is not None:
-            self._resolve(name, 409, rejected, started)
+            self._resolve(name, 409, rejected.message, started)
         else:
             self._resolve(name, 200, "applied", started)
         ok, reason, message = await self._sync_services(name, spec, status)

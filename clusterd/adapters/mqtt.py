@@ -5,6 +5,10 @@ every router at once on connect). Each payload is decoded with routerd's wire
 model; garbage is logged (rate-limited) and counted, never applied. The topic
 must agree with the payload's router and interface, so a client allowed to
 publish on one router's topic cannot speak for another.
+
+It speaks MQTT 5 where the broker does (else 3.1.1): a retained message then
+comes with what is left of its Message Expiry Interval, which tells its age
+(clusterd.core.status.published_at).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import paho.mqtt.client as mqtt
 from clusterd.config import MQTTSection
 from clusterd.core.status import Report
 from clusterd.metrics import Metrics
-from routerd.adapters.mqtt import make_client
+from routerd.adapters.mqtt import UNSUPPORTED_PROTOCOL, make_client
 from routerd.config import tls_context
 from routerd.core.wire import WireError, decode
 from routerd.logs import RateLimited, kv
@@ -49,18 +53,31 @@ class MQTTReceiver:
         self._limited = RateLimited(LOG)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.connected = threading.Event()
-        self.client = make_client(
-            client_id, v5=False, username=cfg.username, password=password,
-            tls=tls_context(cfg.ca_file, "mqtt.caFile") if cfg.tls else None,
+        self._client_id = client_id
+        self._password = password
+        self._tls = tls_context(cfg.ca_file, "mqtt.caFile") if cfg.tls else None
+        self.v5 = True
+        self.client = self._new_client()
+
+    def _new_client(self) -> mqtt.Client:
+        c = make_client(
+            self._client_id, v5=self.v5, username=self.cfg.username, password=self._password,
+            tls=self._tls,
         )  # fmt: skip
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
-        self.client.on_connect_fail = self._on_connect_fail
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.on_connect_fail = self._on_connect_fail
+        return c
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        LOG.info("subscribing to routerd's state", extra=kv(host=self.cfg.host, topic=self.topic))
+        self._connect()
+
+    def _connect(self) -> None:
+        LOG.info(
+            "subscribing to routerd's state", extra=kv(host=self.cfg.host, topic=self.topic, mqtt5=self.v5)
+        )
         self.client.connect_async(self.cfg.host, self.cfg.effective_port, keepalive=self.cfg.keepalive)
         self.client.loop_start()
 
@@ -68,7 +85,19 @@ class MQTTReceiver:
         self.client.disconnect()
         self.client.loop_stop()
 
+    def _fall_back(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.v5 = False
+        self.client = self._new_client()
+        self._connect()
+
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, *rest: Any) -> None:
+        if _code(rc) in UNSUPPORTED_PROTOCOL and self.v5 and self._loop is not None:
+            LOG.info("broker does not speak MQTT 5: falling back to 3.1.1 (a retained message's age then "
+                     "comes from its observedAt)")  # fmt: skip
+            self._loop.call_soon_threadsafe(self._fall_back)
+            return
         if _code(rc) != 0:
             LOG.error("MQTT broker refused clusterd: check credentials and the ACL", extra=kv(code=_code(rc)))
             return
@@ -106,6 +135,10 @@ class MQTTReceiver:
             )
             return
         self.metrics.messages.labels("mqtt", "received").inc()
-        report = Report(kind="routerd", transport="mqtt", state=state, received_at=received)
+        # The retain flag is set only on a message the broker kept and hands over on subscribing.
+        props = getattr(msg, "properties", None)
+        expiry = getattr(props, "MessageExpiryInterval", None) if props is not None else None
+        report = Report(kind="routerd", transport="mqtt", state=state, received_at=received,
+                        retained=bool(msg.retain), expiry_interval=expiry)  # fmt: skip
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._submit, report)

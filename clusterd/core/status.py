@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import Enum
 from ipaddress import IPv6Address, IPv6Network
 from typing import Literal
 
 from clusterd.core import ranges
 from clusterd.crd import (
+    MAX_PRUNED,
     Condition,
     DynamicPrefixSpec,
     DynamicPrefixStatus,
@@ -25,6 +27,7 @@ from clusterd.crd import (
     SourceStatus,
     SubnetStatus,
 )
+from routerd.core.sequence import PLAUSIBLE_WALL_MS
 from routerd.core.tracker import GLOBAL_UNICAST, UNIQUE_LOCAL
 from routerd.core.wire import PrefixState, PrefixStatus
 from routerd.core.wire import timestamp as rfc3339
@@ -35,6 +38,7 @@ SERVICES_SYNCED = "ServicesSynced"
 DEGRADED = "Degraded"
 SOURCE_ROUTERD = "routerd"
 SOURCE_RA = "router-advertisement"
+PLAUSIBLE_WALL = datetime(1970, 1, 1) + timedelta(milliseconds=PLAUSIBLE_WALL_MS)
 
 
 def parse_time(s: str | None) -> datetime | None:
@@ -51,6 +55,34 @@ class Report:
     transport: Literal["mqtt", "webhook", "raw-socket"]
     state: PrefixState
     received_at: datetime
+    retained: bool = False
+    """A retained MQTT message (the broker kept it, so it may be old), not one passed on live."""
+    expiry_interval: int | None = None
+    """Its MQTT 5 Message Expiry Interval as delivered: the broker counts it down while it keeps it."""
+
+
+def published_at(report: Report) -> datetime | None:
+    """When the state was published, which lifetimes count from; None when nothing tells.
+
+    A live message was published as it arrived. A retained one may be hours
+    old (docs/wire-protocol.md, "Message age"): over MQTT 5 routerd sets the
+    expiry to the longest valid lifetime and the broker counts it down, so
+    their difference is its age; else ``observedAt`` when the router's clock
+    looks synced. Neither is ever later than the arrival.
+    """
+    if not report.retained:
+        return report.received_at
+    lifetimes = [p.valid_lifetime for p in report.state.prefixes]
+    if report.expiry_interval is not None and lifetimes and None not in lifetimes:
+        age = max(0, max(v for v in lifetimes if v is not None) - report.expiry_interval)
+        return report.received_at - timedelta(seconds=age)
+    try:
+        observed = parse_time(report.state.observed_at)
+    except ValueError:
+        return None
+    if observed is None or observed < PLAUSIBLE_WALL:
+        return None  # the router's clock was not synced (routerd's sequence uses the same bound)
+    return min(observed, report.received_at)
 
 
 @dataclass(frozen=True)
@@ -72,12 +104,33 @@ class Event:
     message: str
 
 
+class Refusal(Enum):
+    """Why a report was not applied; the value is the Degraded reason where one is set."""
+
+    FALLBACK_NOT_DUE = "FallbackNotDue"
+    """An RA while routerd, the primary source, is still heard from."""
+    TOO_OLD = "TooOld"
+    """A routerd message published before the fallback window while RAs supply the prefix."""
+    EARLIER_BOOT = "EarlierBoot"
+    """A message from a routerd run that was replaced (late, or replayed)."""
+    SEQUENCE_REGRESSED = "SequenceRegressed"
+    """A new routerd run whose sequence is below the old one's, within the boot grace."""
+    NOT_NEWER = "NotNewer"
+    """A duplicate, or out of order."""
+
+
+@dataclass(frozen=True)
+class Rejection:
+    kind: Refusal
+    message: str
+
+
 @dataclass(frozen=True)
 class Plan:
     status: DynamicPrefixStatus
     events: tuple[Event, ...] = ()
     next_check: datetime | None = None
-    rejected: str | None = None
+    rejected: Rejection | None = None
     """Why the report was not applied (None when it was, or when there was none)."""
 
 
@@ -115,6 +168,12 @@ def usable(prefix: IPv6Network, allow_ula: bool) -> bool:
     return prefix.subnet_of(GLOBAL_UNICAST) or (allow_ula and prefix.subnet_of(UNIQUE_LOCAL))
 
 
+def routerd_record(status: DynamicPrefixStatus) -> SourceStatus | None:
+    """The last routerd message applied: the source itself, or the one kept while RAs supply the prefix."""
+    src = status.source
+    return src if src is not None and src.kind == SOURCE_ROUTERD else status.routerd_source
+
+
 def _accept(
     spec: DynamicPrefixSpec,
     status: DynamicPrefixStatus,
@@ -122,58 +181,78 @@ def _accept(
     now: datetime,
     policy: Policy,
     source_heard_at: datetime | None,
-) -> tuple[str | None, tuple[Event, ...]]:
-    """None if the report may be applied, else the reason it may not."""
-    src = status.source
+) -> tuple[Rejection | None, tuple[Event, ...]]:
+    """None if the report may be applied, else why it may not.
+
+    ``source_heard_at`` is when the routerd run the status records was last heard from.
+    """
     msg = report.state
-    last = source_heard_at or (parse_time(src.received_at) if src is not None else None)
+    rec = routerd_record(status)
+    src = status.source
+    last = source_heard_at or (parse_time(rec.received_at) if rec is not None else None)
+    ra = spec.acquisition.router_advertisement
+    window = (
+        timedelta(seconds=ra.fallback_after_seconds)
+        if ra is not None and ra.fallback_after_seconds is not None
+        else policy.default_fallback_after
+    )
     if report.kind == SOURCE_RA:
-        if spec.acquisition.routerd is not None and src is not None and src.kind == SOURCE_ROUTERD:
-            ra = spec.acquisition.router_advertisement
-            window = (
-                timedelta(seconds=ra.fallback_after_seconds)
-                if ra is not None and ra.fallback_after_seconds is not None
-                else policy.default_fallback_after
-            )
-            if last is not None and now - last < window:
-                return f"routerd reported {int((now - last).total_seconds())} s ago; RAs are the fallback", ()
+        routerd_primary = (
+            spec.acquisition.routerd is not None and src is not None and src.kind == SOURCE_ROUTERD
+        )
+        if routerd_primary and last is not None and now - last < window:
+            ago = int((now - last).total_seconds())
+            return Rejection(
+                Refusal.FALLBACK_NOT_DUE, f"routerd reported {ago} s ago; RAs are the fallback"
+            ), ()
         return None, ()
-    if (
-        src is None
-        or src.kind != SOURCE_ROUTERD
-        or (src.router, src.interface) != (msg.router, msg.interface)
-    ):
+    if src is not None and src.kind == SOURCE_RA:
+        # RAs took over because routerd went silent; a message from before that (a retained one
+        # the broker hands over again) does not mean routerd is back.
+        published = published_at(report)
+        if published is None or now - published >= window:
+            age = "of unknown age" if published is None else f"{int((now - published).total_seconds())} s old"
+            why = f"a routerd message {age} while RAs supply the prefix; waiting for a newer one"
+            return Rejection(Refusal.TOO_OLD, why), ()
+    # Ordered against the last routerd message applied, also while the RA fallback supplies the
+    # prefix: else a stale retained message re-delivered on reconnect would replace the RA's prefix.
+    if rec is None or (rec.router, rec.interface) != (msg.router, msg.interface):
         return None, ()
-    if msg.boot in src.previous_boots:
+    if msg.boot in rec.previous_boots:
         # A restarted router never reuses a boot id: this is a late or replayed message.
-        return f"a message from an earlier routerd run (boot {msg.boot}); ignored", ()
-    if src.sequence is None or msg.sequence > src.sequence:
+        return Rejection(
+            Refusal.EARLIER_BOOT, f"a message from an earlier routerd run (boot {msg.boot}); ignored"
+        ), ()
+    if rec.sequence is None or msg.sequence > rec.sequence:
         return None, ()
-    if msg.boot != src.boot:
+    if msg.boot != rec.boot:
         if last is not None and now - last >= policy.boot_grace:
             return None, (
                 Event(
                     "Warning",
                     "SequenceReset",
-                    f"routerd {msg.router} restarted with sequence {msg.sequence} below {src.sequence} "
+                    f"routerd {msg.router} restarted with sequence {msg.sequence} below {rec.sequence} "
                     "(its state directory was lost?); accepted because the previous run went silent",
                 ),
             )
-        return (
-            f"sequence {msg.sequence} from a new routerd run is below {src.sequence}; ignored until the old run "
-            f"has been silent for {int(policy.boot_grace.total_seconds())} s (replay protection)"
-        ), ()
-    return f"sequence {msg.sequence} is not newer than {src.sequence} (duplicate or out of order)", ()
+        grace = int(policy.boot_grace.total_seconds())
+        why = (f"sequence {msg.sequence} from a new routerd run is below {rec.sequence}; ignored until the old run "
+               f"has been silent for {grace} s (replay protection)")  # fmt: skip
+        return Rejection(Refusal.SEQUENCE_REGRESSED, why), ()
+    why = f"sequence {msg.sequence} is not newer than {rec.sequence} (duplicate or out of order)"
+    return Rejection(Refusal.NOT_NEWER, why), ()
+
+
+def _wanted(spec: DynamicPrefixSpec, prefix: IPv6Network, policy: Policy) -> bool:
+    """The filters every prefix passes before it enters the status (current or history)."""
+    want = spec.acquisition.routerd.prefix_length if spec.acquisition.routerd else None
+    return usable(prefix, policy.allow_ula) and (want is None or prefix.prefixlen == want)
 
 
 def _pick(spec: DynamicPrefixSpec, msg: PrefixState, policy: Policy) -> IPv6Network | None:
-    want = spec.acquisition.routerd.prefix_length if spec.acquisition.routerd else None
     for p in msg.prefixes:
-        if p.state is not PrefixStatus.PREFERRED or not usable(p.prefix, policy.allow_ula):
-            continue
-        if want is not None and p.prefix.prefixlen != want:
-            continue
-        return p.prefix
+        if p.state is PrefixStatus.PREFERRED and _wanted(spec, p.prefix, policy):
+            return p.prefix
     return None
 
 
@@ -237,20 +316,23 @@ def plan(
 ) -> Plan:
     """The next status. ``now`` and times are naive UTC.
 
-    ``source_heard_at`` is when the source recorded in the status was last
-    heard from (the controller remembers it; heartbeats do not write the
-    status). Without it the status's own ``receivedAt`` stands in.
+    ``source_heard_at`` is when the routerd run of :func:`routerd_record` was
+    last heard from (the controller remembers it; heartbeats do not write the
+    status). Without it that record's own ``receivedAt`` stands in.
     ``environment_problem`` is (reason, message) for something outside the
     object that keeps it from working (the RA listener is off); it sets Degraded.
     """
     policy = policy or Policy()
     events: list[Event] = []
     conds = _Conditions(now, generation, {c.type: c for c in status.conditions})
-    rejected: str | None = None
+    rejected: Rejection | None = None
     current = status.prefix
     source = status.source
     prefix_source = status.prefix_source
     history = {h.prefix: h for h in status.history}
+    pruned = list(status.pruned)
+    listed: set[str] | None = None
+    """The prefixes of the report applied, if one was."""
     report_lifetimes: dict[str, datetime | None] = {}
 
     if report is not None:
@@ -258,12 +340,22 @@ def plan(
         events += accept_events
     if report is not None and rejected is None:
         msg = report.state
+        published = published_at(report)
         for p in msg.prefixes:
-            report_lifetimes[str(p.prefix)] = _valid_until(report.received_at, p.valid_lifetime)
+            # Lifetimes are remaining seconds at publication (docs/wire-protocol.md, rule 4).
+            report_lifetimes[str(p.prefix)] = _valid_until(published or report.received_at, p.valid_lifetime)
+        listed = set(report_lifetimes)
         chosen = _pick(spec, msg, policy)
-        earlier = list(source.previous_boots) if source is not None else []
-        if source is not None and source.boot and source.boot != msg.boot and report.kind == SOURCE_ROUTERD:
-            earlier = [*earlier, source.boot][-8:]
+        rec = routerd_record(status)
+        earlier: list[str] = []
+        if report.kind == SOURCE_ROUTERD and rec is not None:
+            earlier = list(rec.previous_boots)
+            if rec.boot and rec.boot != msg.boot:
+                earlier = [*earlier, rec.boot][-8:]
+        # When routerd was last heard from: a retained message of unknown age says nothing.
+        heard = (
+            rfc3339(published) if published is not None else (rec.received_at if rec is not None else None)
+        )
         new_source = SourceStatus(
             kind=report.kind,
             router=msg.router if report.kind == SOURCE_ROUTERD else None,
@@ -271,7 +363,7 @@ def plan(
             transport=report.transport,
             boot=msg.boot if report.kind == SOURCE_ROUTERD else None,
             sequence=msg.sequence if report.kind == SOURCE_ROUTERD else None,
-            received_at=rfc3339(report.received_at),
+            received_at=heard,
             previous_boots=earlier,
         )
         if chosen != current:
@@ -297,16 +389,15 @@ def plan(
                         update={"deprecated_at": old.deprecated_at or rfc3339(now), "state": "draining"}
                     )
             if chosen is not None:
+                v = report_lifetimes.get(str(chosen))
                 history[str(chosen)] = HistoryEntry(
                     prefix=str(chosen),
                     acquired_at=rfc3339(now),
                     deprecated_at=None,
-                    valid_until=None,
+                    valid_until=rfc3339(v) if v else None,
                     state="active",
                 )
-                history[str(chosen)] = history[str(chosen)].model_copy(
-                    update={"valid_until": rfc3339(v) if (v := report_lifetimes.get(str(chosen))) else None}
-                )
+                pruned = [x for x in pruned if x != str(chosen)]
             current = chosen
             prefix_source = report.kind if chosen is not None else prefix_source
             source = new_source
@@ -316,13 +407,18 @@ def plan(
             # Same prefix: record the sequence only if something else changes too
             # (no API write for a heartbeat); order is kept by the last change.
             source = source if _only_heartbeat(history, report_lifetimes, now) else new_source
-        for p in msg.prefixes:
-            # An old prefix clusterd never saw as current (it started after the change,
-            # or missed it) still has addresses in use: it drains like any other.
+        # An old prefix clusterd never saw as current (it started after the change, or missed
+        # it) still has addresses in use: it drains like any other. Seen together, the one with
+        # the most valid lifetime left was withdrawn last: it goes first.
+        for p in sorted(
+            msg.prefixes, key=lambda p: -(p.valid_lifetime if p.valid_lifetime is not None else 2**32)
+        ):
             name = str(p.prefix)
             if name in history or p.prefix == current or p.state is PrefixStatus.PREFERRED:
                 continue
-            if p.valid_lifetime == 0 or not usable(p.prefix, policy.allow_ula):
+            if name in pruned:
+                continue  # pruned by maxPrefixHistory: it stays out while the router lists it
+            if p.valid_lifetime == 0 or not _wanted(spec, p.prefix, policy):
                 continue
             history[name] = HistoryEntry(
                 prefix=name,
@@ -354,14 +450,20 @@ def plan(
             h.model_copy(update={"state": state, "deprecated_at": h.deprecated_at or rfc3339(now)})
         )
     active = [h for h in entries if h.state == "active"]
-    previous = sorted((h for h in entries if h.state != "active"),
-                      key=lambda h: (h.deprecated_at or "", h.prefix), reverse=True)  # fmt: skip
-    for dropped in previous[spec.transition.max_prefix_history :]:
+    # Newest first by when clusterd saw each prefix stop being current (or first saw it already
+    # deprecated), a time set once; equal times keep the order the prefixes entered the history.
+    previous = sorted((h for h in entries if h.state != "active"), key=lambda h: h.deprecated_at or "",
+                      reverse=True)  # fmt: skip
+    keep = spec.transition.max_prefix_history
+    for dropped in previous[keep:]:
         if dropped.state == "draining":
-            events.append(Event("Normal", "PrefixPruned",
-                                f"{dropped.prefix}: more than maxPrefixHistory={spec.transition.max_prefix_history} "
-                                "previous prefixes; pools drop it"))  # fmt: skip
-    new_history = active + previous[: spec.transition.max_prefix_history]
+            why = f"{dropped.prefix}: more than maxPrefixHistory={keep} previous prefixes; pools drop it"
+            events.append(Event("Normal", "PrefixPruned", why))
+        if dropped.prefix not in pruned:
+            pruned.append(dropped.prefix)
+    if listed is not None:
+        pruned = [x for x in pruned if x in listed]  # the router no longer lists it: forget it
+    new_history = active + previous[:keep]
 
     # -- what the current prefix yields -----------------------------------------------------
     problems: list[str] = []
@@ -406,10 +508,12 @@ def plan(
     elif environment_problem is not None:
         conds.set(DEGRADED, "True", *environment_problem)
 
-    elif rejected is not None and "new routerd run" in rejected:
-        conds.set(DEGRADED, "True", "SequenceRegressed", rejected)
+    elif rejected is not None and rejected.kind is Refusal.SEQUENCE_REGRESSED:
+        conds.set(DEGRADED, "True", rejected.kind.value, rejected.message)
     elif (
-        report is None and (was := conds.old.get(DEGRADED)) is not None and was.reason == "SequenceRegressed"
+        report is None
+        and (was := conds.old.get(DEGRADED)) is not None
+        and was.reason == Refusal.SEQUENCE_REGRESSED.value
     ):
         conds.keep(DEGRADED)  # stays until a message from the new run is accepted
     elif only_pd:
@@ -426,7 +530,9 @@ def plan(
         address_ranges=range_status,
         subnets=subnet_status,
         history=new_history,
+        pruned=pruned[-MAX_PRUNED:],
         source=source,
+        routerd_source=routerd_record(status) if source is not None and source.kind == SOURCE_RA else None,
         observed_generation=generation,
         conditions=conds.ordered(),
     )

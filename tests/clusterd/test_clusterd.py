@@ -20,7 +20,7 @@ from kubernetes import client as k8s
 
 from tests.conftest import ROOT
 from tests.ground.apiserver import KubeAPI, apply_crds, delete_crd, load_yaml_docs
-from tests.ground.clusterd_proc import WEBHOOK_SECRET, Clusterd
+from tests.ground.clusterd_proc import WEBHOOK_SECRET
 from tests.ground.messages import post, post_state, prefix, sign, state
 from tests.ground.mosquitto import Mosquitto
 from tests.ground.mqttclient import publish
@@ -102,20 +102,6 @@ def events_for(kube: KubeAPI, name: str) -> list[str]:
 def send(mosquitto: Mosquitto, doc: dict[str, Any]) -> None:
     publish(mosquitto.plain_port, f"dynamic-prefix/{doc['router']}/{doc['interface']}/state", json.dumps(doc),
             retain=True)  # fmt: skip
-
-
-@pytest.fixture
-def clusterd_factory(cluster: KubeAPI, tmp_path: Path):  # type: ignore[no-untyped-def]
-    started: list[Clusterd] = []
-
-    def make(**kw: Any) -> Clusterd:
-        cd = Clusterd(cluster, tmp_path / f"clusterd-{len(started)}", **kw)
-        started.append(cd)
-        return cd
-
-    yield make
-    for cd in started:
-        cd.stop()
 
 
 def test_mqtt_prefix_changes_drive_status_pools_and_cidr_groups(

@@ -157,3 +157,33 @@ def test_the_api_servers_start_end_order_agrees_with_ours(kube: KubeAPI, a: str,
         "POST", DPS + "?dryRun=All", dp("order", addressRanges=[{"name": "lb", "start": a, "end": b}])
     )
     assert (code == 201) == (IPv6Address(a) <= IPv6Address(b)), body
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(1, 64), st.integers(0, 127), st.booleans())
+def test_suffixes_must_fit_the_host_bits_of_routerds_prefix_length(
+    kube: KubeAPI, length: int, bit: int, with_pd: bool
+) -> None:
+    """routerd.prefixLength sets the host part (it wins over dhcpv6pd.requestedPrefixLength, since
+    only prefixes of that length are used): a suffix with bit ``bit`` (0 = the last) set fits
+    exactly when that bit is below the prefix."""
+    suffix = str(IPv6Address(1 << bit))
+    acquisition: dict[str, Any] = {
+        "routerd": {"router": "edge", "interface": "br-lan", "prefixLength": length}
+    }
+    if with_pd:
+        acquisition["dhcpv6pd"] = {"interface": "wan", "requestedPrefixLength": 64}
+    body = dp(
+        "hostbits", acquisition=acquisition, addressRanges=[{"name": "lb", "start": suffix, "end": suffix}]
+    )
+    code, answer = kube.request("POST", DPS + "?dryRun=All", body)
+    assert (code == 201) == (bit < 128 - length), answer
+    if code != 201:
+        assert "only set host bits" in answer["message"]
+
+
+def test_a_suffix_for_a_56_is_accepted_with_routerd_prefix_length_56(kube: KubeAPI) -> None:
+    body = dp("pd56", acquisition={"routerd": {"router": "edge", "interface": "wan", "prefixLength": 56}},
+              addressRanges=[{"name": "lb", "start": "::1:0:0:0:f000", "end": "::1:0:0:0:ffff"}])  # fmt: skip
+    code, answer = kube.request("POST", DPS, body)
+    assert code == 201, answer

@@ -135,15 +135,26 @@ def publish(
     qos: int = 1,
     username: str | None = None,
     password: str | None = None,
+    expiry: int | None = None,
 ) -> None:
-    """Publish one message and wait until the broker has it (QoS 1 acknowledged)."""
-    client = new_client()
+    """Publish one message and wait until the broker has it (QoS 1 acknowledged).
+
+    ``expiry`` publishes over MQTT 5 with that Message Expiry Interval.
+    """
+    client = new_client(v5=expiry is not None)
     if username:
         client.username_pw_set(username, password)
+    props = None
+    if expiry is not None:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call,unused-ignore]
+        props.MessageExpiryInterval = expiry
     client.connect("127.0.0.1", port, keepalive=30)
     client.loop_start()
     try:
-        info = client.publish(topic, payload, qos=qos, retain=retain)
+        info = client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         info.wait_for_publish(timeout=10)
     finally:
         client.disconnect()

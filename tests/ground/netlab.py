@@ -73,6 +73,19 @@ def sweep_stale() -> None:
             run(["ip", "netns", "del", m.group(1)], check=False)
 
 
+def pump(src: socket.socket, dst: socket.socket) -> None:
+    """Copy ``src`` to ``dst`` until either side closes, then shut both down."""
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+
 class Forwarder:
     """Relay TCP from a lab namespace's loopback to the same port on the root namespace's.
 
@@ -121,19 +134,7 @@ class Forwarder:
             with self._lock:
                 self._conns += [inner, outer]
             for a, b in ((inner, outer), (outer, inner)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
+                threading.Thread(target=pump, args=(a, b), daemon=True).start()
 
     def cut(self) -> None:
         self._cut.set()

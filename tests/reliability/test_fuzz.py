@@ -228,5 +228,5 @@ def test_regression_a_replaced_routerd_run_was_accepted_again_after_the_grace_pe
                "observedAt": "x", "prefixes": []}  # fmt: skip
         p = plan(SPEC, status, Report("routerd", "mqtt", wire.PrefixState.model_validate(doc), now), now, 1)
         status = p.status
-    assert p.rejected is not None and "earlier routerd run" in p.rejected
+    assert p.rejected is not None and "earlier routerd run" in p.rejected.message
     assert status.source is not None and status.source.boot == f"{1:016x}"
