@@ -20,7 +20,7 @@ from kubernetes import client as k8s
 
 from tests.conftest import ROOT
 from tests.ground.apiserver import KubeAPI, apply_crds, delete_crd, load_yaml_docs
-from tests.ground.clusterd_proc import WEBHOOK_SECRET
+from tests.ground.clusterd_proc import WEBHOOK_SECRET, Clusterd
 from tests.ground.messages import post, post_state, prefix, sign, state
 from tests.ground.mosquitto import Mosquitto
 from tests.ground.mqttclient import publish
