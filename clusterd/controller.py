@@ -452,8 +452,9 @@ class Controller:
             self._applied[name] = applied
         await self._events(obj, events)
         self._schedule(name, next_check)
-        ok, reason, message = await self._sync_pools(name, spec, status)
-        synced = with_condition(status, now, generation, POOLS_SYNCED, ok, reason, message)
+        # Pools gain blocks before Services request addresses in them, and lose blocks only after
+        # the Services stopped requesting them: Cilium's no_pool condition does not clear once set.
+        await self._sync_pools(name, spec, status, shrink=False)
         # A webhook sender hears back once the status and pools are written; Services, which
         # can be thousands, follow and report through ServicesSynced.
         if rejected is not None:
@@ -461,7 +462,9 @@ class Controller:
         else:
             self._resolve(name, 200, "applied", started)
         ok, reason, message = await self._sync_services(name, spec, status)
-        synced = with_condition(synced, now, generation, SERVICES_SYNCED, ok, reason, message)
+        synced = with_condition(status, now, generation, SERVICES_SYNCED, ok, reason, message)
+        ok, reason, message = await self._sync_pools(name, spec, status, shrink=True)
+        synced = with_condition(synced, now, generation, POOLS_SYNCED, ok, reason, message)
         if synced != status:
             obj = await self._write_status(obj, synced)
 
@@ -501,8 +504,9 @@ class Controller:
         return out
 
     async def _sync_pools(
-        self, name: str, spec: crd.DynamicPrefixSpec, status: crd.DynamicPrefixStatus
+        self, name: str, spec: crd.DynamicPrefixSpec, status: crd.DynamicPrefixStatus, shrink: bool
     ) -> tuple[bool, str, str]:
+        """Write each pool's ``grow`` step, and with ``shrink`` its ``shrink`` step too."""
         if not self.cilium_versions:
             return False, "CiliumCRDsMissing", "no CiliumLoadBalancerIPPool or CiliumCIDRGroup CRD is served"
         problems = []
@@ -517,21 +521,25 @@ class Controller:
                 continue
             self._pool_problems.pop((plural, pname), None)
             current = list((pobj.get("spec") or {}).get(kind.field) or [])
-            await self._apply(plural, kind, pobj, poolplan.plan(current, ann, want))
+            p = poolplan.plan(current, ann, want)
+            if shrink:
+                await self._apply(plural, kind, pobj, p.writes)
+            elif p.grow is not None:
+                await self._apply(plural, kind, pobj, (p.grow,))
             synced += 1
         if problems:
             return False, "PoolProblems", "; ".join(problems)
         return True, "Synced", f"{synced} pool(s) and CIDR group(s) in step"
 
     async def _apply(
-        self, plural: str, kind: poolplan.PoolKind, pobj: dict[str, Any], p: poolplan.PoolPlan
+        self, plural: str, kind: poolplan.PoolKind, pobj: dict[str, Any], writes: tuple[poolplan.Write, ...]
     ) -> None:
         pname = pobj["metadata"]["name"]
-        if not p.writes:
+        if not writes:
             self.metrics.pool_syncs.labels(kind.kind, pname, "unchanged").inc()
             return
         version = self.cilium_versions[plural]
-        for w in p.writes:
+        for w in writes:
             try:
                 pobj = await asyncio.to_thread(
                     self.kube.patch_list, version, plural, pobj, kind.field, w.entries,
@@ -543,7 +551,7 @@ class Controller:
             self.metrics.api_writes.labels("pool").inc()
             self.pools[(plural, pname)] = pobj
         self.metrics.pool_syncs.labels(kind.kind, pname, "written").inc()
-        LOG.info("pool synced", extra=kv(kind=kind.kind, pool=pname, entries=len(p.writes[-1].entries)))
+        LOG.info("pool synced", extra=kv(kind=kind.kind, pool=pname, entries=len(writes[-1].entries)))
 
     async def _pool_problem(self, plural: str, pobj: dict[str, Any], problem: str) -> None:
         key = (plural, pobj["metadata"]["name"])
@@ -574,7 +582,7 @@ class Controller:
             return
         kind = next(k for k in poolplan.KINDS if k.plural == plural)
         current = list((pobj.get("spec") or {}).get(kind.field) or [])
-        await self._apply(plural, kind, pobj, poolplan.plan(current, ann, None))
+        await self._apply(plural, kind, pobj, poolplan.plan(current, ann, None).writes)
 
     # -- Services (HA mode) -------------------------------------------------------------------------------
 
