@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -635,6 +636,19 @@ class Controller:
                 out |= poolplan.reserved(pobj.get("spec") or {})
         return out
 
+    def _plan_service(
+        self,
+        view: svcplan.ServiceView,
+        spec: crd.DynamicPrefixSpec | None,
+        status: crd.DynamicPrefixStatus | None,
+        also_taken: AbstractSet[IPv6Address] = frozenset(),
+    ) -> svcplan.ServicePlan:
+        """Plan one Service; what every other Service holds is gathered only when an address is chosen."""
+        p = svcplan.plan(view, spec, status, self.cfg.service_ip_annotation)
+        if p.chosen:
+            p = svcplan.plan(view, spec, status, self.cfg.service_ip_annotation, self._taken() | also_taken)
+        return p
+
     def _dp_of(
         self, view: svcplan.ServiceView
     ) -> tuple[crd.DynamicPrefixSpec | None, crd.DynamicPrefixStatus | None]:
@@ -687,7 +701,7 @@ class Controller:
             return
         view = self._service_view(obj)
         spec, status = self._dp_of(view)
-        p = svcplan.plan(view, spec, status, self.cfg.service_ip_annotation, self._taken())
+        p = self._plan_service(view, spec, status)
         changed = await self._service_problem(key, obj, p)
         if changed and view.annotations.get(poolplan.NAME) in self.dps:
             self.enqueue(view.annotations[poolplan.NAME])  # its ServicesSynced condition changes
@@ -718,11 +732,11 @@ class Controller:
             if (o["metadata"].get("annotations") or {}).get(poolplan.NAME) == name
         )
         writes = []
-        taken = self._taken()
+        chosen: set[IPv6Address] = set()
         for key in keys:
             obj = self.services[key]
-            p = svcplan.plan(self._service_view(obj), spec, status, self.cfg.service_ip_annotation, taken)
-            taken |= set(p.chosen)  # the next Service in this pass must not choose them too
+            p = self._plan_service(self._service_view(obj), spec, status, chosen)
+            chosen |= set(p.chosen)  # not written yet: the next Service in this pass must not choose them too
             await self._service_problem(key, obj, p)
             if p.annotations:
                 writes.append(self._write_service(key, obj, p))

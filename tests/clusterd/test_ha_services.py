@@ -220,9 +220,11 @@ def test_a_users_ipv4_in_the_annotation_gets_an_ipv6_chosen_by_clusterd(cluster:
     service(cluster, "holds", ingress=("2001:db8:a:0:f000::",), managed=False)
     service(cluster, "requests", {IPS: "2001:db8:a:0:f000::1"}, managed=False)
     cd = ha()
-    send(cd, 1, prefix(A))
     service(cluster, "dual", {IPS: "192.0.2.10"}, families=("IPv4", "IPv6"), ingress=("192.0.2.10",))
+    service(cluster, "dual2", {IPS: "192.0.2.11"}, families=("IPv4", "IPv6"), ingress=("192.0.2.11",))
+    send(cd, 1, prefix(A))  # one pass plans both: the second must not choose what the first just chose
     wait_annotations(cluster, "dual", "2001:db8:a:0:f000::2,192.0.2.10", "2001:db8:a:0:f000::2")
+    wait_annotations(cluster, "dual2", "2001:db8:a:0:f000::3,192.0.2.11", "2001:db8:a:0:f000::3")
     wait_until(lambda: condition(get_dp(cluster), "ServicesSynced") == ("True", "Synced"), what="in step")
     # The choice sticks through a renumbering while Cilium has not answered yet.
     send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))
