@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from ipaddress import IPv6Address
 from typing import Any
 
 from pydantic import ValidationError
@@ -48,6 +50,8 @@ CILIUM_CRDS = {f"{k.plural}.cilium.io": k for k in poolplan.KINDS}
 # per-attempt timeout, so routerd hears "503, retry" rather than timing out.
 WEBHOOK_WAIT = 8.0
 POOL_SYNC_WAIT = 30.0
+SHOWN_PROBLEMS = 10
+"""Services named in the ServicesSynced message; the rest are counted (each has its Event)."""
 
 
 def _holds(src: crd.SourceStatus | None, report: Report) -> bool:
@@ -55,6 +59,17 @@ def _holds(src: crd.SourceStatus | None, report: Report) -> bool:
     m = report.state
     return src is not None and (src.router, src.interface, src.boot, src.sequence) == (
         m.router, m.interface, m.boot, m.sequence)  # fmt: skip
+
+
+def _services_condition(count: int, problems: dict[str, tuple[str, str]]) -> tuple[bool, str, str]:
+    """ServicesSynced from each Service's (reason, message): the reason they share, else ServiceProblems."""
+    if not problems:
+        return True, "Synced", f"{count} Service(s) in step"
+    reasons = {reason for reason, _ in problems.values()}
+    reason = reasons.pop() if len(reasons) == 1 and svcplan.NOT_SYNCED not in reasons else "ServiceProblems"
+    shown = [f"{k}: {message}" for k, (_, message) in sorted(problems.items())[:SHOWN_PROBLEMS]]
+    more = len(problems) - len(shown)
+    return False, reason, "; ".join(shown) + (f"; and {more} more (see the Services' Events)" if more else "")
 
 
 def utcnow() -> datetime:
@@ -112,8 +127,10 @@ class Controller:
         self._pool_watch_restart: Callable[[], None] | None = None
         self.services: dict[str, dict[str, Any]] = {}
         """Services that name a DynamicPrefix or carry clusterd's record, by namespace/name."""
-        self._service_problems: dict[str, str] = {}
-        self._service_waiting: set[str] = set()
+        self._service_problems: dict[str, tuple[str, str]] = {}
+        """(reason, message) of each managed Service not fully in step."""
+        self._service_addresses: dict[str, set[IPv6Address]] = {}
+        """The IPv6 addresses every Service in the cluster holds or requests (clusterd chooses none of them)."""
         self._writers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="api-write")
         self._write_slots = asyncio.Semaphore(16)
 
@@ -211,15 +228,16 @@ class Controller:
         previous = self.services
         if kind == "SYNC":
             self.services = {}
+            self._service_addresses = {}
             self.services_synced.set()
         for o in items:
             m = o["metadata"]
             key = f"{m['namespace']}/{m['name']}"
             ann = m.get("annotations") or {}
+            self._note_addresses(key, None if kind == "DELETED" else o)
             if kind == "DELETED" or (poolplan.NAME not in ann and svcplan.OWNED not in ann):
                 if previous.pop(key, None) is not None:
                     self._service_problems.pop(key, None)
-                self._service_waiting.discard(key)
                 continue
             old = previous.get(key)
             self.services[key] = o
@@ -470,8 +488,9 @@ class Controller:
             self._applied[name] = applied
         await self._events(obj, events)
         self._schedule(name, next_check)
-        ok, reason, message = await self._sync_pools(name, spec, status)
-        synced = with_condition(status, now, generation, POOLS_SYNCED, ok, reason, message)
+        # Pools gain blocks before Services request addresses in them, and lose blocks only after
+        # the Services stopped requesting them: Cilium's no_pool condition does not clear once set.
+        await self._sync_pools(name, spec, status, shrink=False)
         # A webhook sender hears back once the status and pools are written; Services, which
         # can be thousands, follow and report through ServicesSynced.
         if rejected is not None:
@@ -479,7 +498,9 @@ class Controller:
         else:
             self._resolve(name, 200, "applied", started)
         ok, reason, message = await self._sync_services(name, spec, status)
-        synced = with_condition(synced, now, generation, SERVICES_SYNCED, ok, reason, message)
+        synced = with_condition(status, now, generation, SERVICES_SYNCED, ok, reason, message)
+        ok, reason, message = await self._sync_pools(name, spec, status, shrink=True)
+        synced = with_condition(synced, now, generation, POOLS_SYNCED, ok, reason, message)
         if synced != status:
             obj = await self._write_status(obj, synced)
 
@@ -520,8 +541,9 @@ class Controller:
         return out
 
     async def _sync_pools(
-        self, name: str, spec: crd.DynamicPrefixSpec, status: crd.DynamicPrefixStatus
+        self, name: str, spec: crd.DynamicPrefixSpec, status: crd.DynamicPrefixStatus, shrink: bool
     ) -> tuple[bool, str, str]:
+        """Write each pool's ``grow`` step, and with ``shrink`` its ``shrink`` step too."""
         if not self.cilium_versions:
             return False, "CiliumCRDsMissing", "no CiliumLoadBalancerIPPool or CiliumCIDRGroup CRD is served"
         problems = []
@@ -536,21 +558,25 @@ class Controller:
                 continue
             self._pool_problems.pop((plural, pname), None)
             current = list((pobj.get("spec") or {}).get(kind.field) or [])
-            await self._apply(plural, kind, pobj, poolplan.plan(current, ann, want))
+            p = poolplan.plan(current, ann, want)
+            if shrink:
+                await self._apply(plural, kind, pobj, p.writes)
+            elif p.grow is not None:
+                await self._apply(plural, kind, pobj, (p.grow,))
             synced += 1
         if problems:
             return False, "PoolProblems", "; ".join(problems)
         return True, "Synced", f"{synced} pool(s) and CIDR group(s) in step"
 
     async def _apply(
-        self, plural: str, kind: poolplan.PoolKind, pobj: dict[str, Any], p: poolplan.PoolPlan
+        self, plural: str, kind: poolplan.PoolKind, pobj: dict[str, Any], writes: tuple[poolplan.Write, ...]
     ) -> None:
         pname = pobj["metadata"]["name"]
-        if not p.writes:
+        if not writes:
             self.metrics.pool_syncs.labels(kind.kind, pname, "unchanged").inc()
             return
         version = self.cilium_versions[plural]
-        for w in p.writes:
+        for w in writes:
             self._fence()
             try:
                 pobj = await asyncio.to_thread(
@@ -563,7 +589,7 @@ class Controller:
             self.metrics.api_writes.labels("pool").inc()
             self.pools[(plural, pname)] = pobj
         self.metrics.pool_syncs.labels(kind.kind, pname, "written").inc()
-        LOG.info("pool synced", extra=kv(kind=kind.kind, pool=pname, entries=len(p.writes[-1].entries)))
+        LOG.info("pool synced", extra=kv(kind=kind.kind, pool=pname, entries=len(writes[-1].entries)))
 
     async def _pool_problem(self, plural: str, pobj: dict[str, Any], problem: str) -> None:
         key = (plural, pobj["metadata"]["name"])
@@ -594,7 +620,7 @@ class Controller:
             return
         kind = next(k for k in poolplan.KINDS if k.plural == plural)
         current = list((pobj.get("spec") or {}).get(kind.field) or [])
-        await self._apply(plural, kind, pobj, poolplan.plan(current, ann, None))
+        await self._apply(plural, kind, pobj, poolplan.plan(current, ann, None).writes)
 
     # -- Services (HA mode) -------------------------------------------------------------------------------
 
@@ -607,7 +633,41 @@ class Controller:
             type=(obj.get("spec") or {}).get("type", ""),
             annotations=m.get("annotations") or {},
             ingress_ips=tuple(i["ip"] for i in ingress if i.get("ip")),
+            families=tuple((obj.get("spec") or {}).get("ipFamilies") or ()),
         )
+
+    def _note_addresses(self, key: str, obj: dict[str, Any] | None) -> None:
+        """Index what any Service (managed or not) holds or requests; None: it is gone."""
+        held: set[IPv6Address] = set()
+        if obj is not None:
+            view = self._service_view(obj)
+            lb_ip = (obj.get("spec") or {}).get("loadBalancerIP")
+            held = svcplan.addresses(view.annotations, view.ingress_ips, lb_ip)
+        if held:
+            self._service_addresses[key] = held
+        else:
+            self._service_addresses.pop(key, None)
+
+    def _taken(self) -> set[IPv6Address]:
+        """Addresses clusterd must not choose for a Service: other Services' and those Cilium reserves."""
+        out: set[IPv6Address] = set().union(*self._service_addresses.values())
+        for (plural, _name), pobj in self.pools.items():
+            if plural == poolplan.LB_POOL.plural:
+                out |= poolplan.reserved(pobj.get("spec") or {})
+        return out
+
+    def _plan_service(
+        self,
+        view: svcplan.ServiceView,
+        spec: crd.DynamicPrefixSpec | None,
+        status: crd.DynamicPrefixStatus | None,
+        also_taken: AbstractSet[IPv6Address] = frozenset(),
+    ) -> svcplan.ServicePlan:
+        """Plan one Service; what every other Service holds is gathered only when an address is chosen."""
+        p = svcplan.plan(view, spec, status, self.cfg.service_ip_annotation)
+        if p.chosen:
+            p = svcplan.plan(view, spec, status, self.cfg.service_ip_annotation, self._taken() | also_taken)
+        return p
 
     def _dp_of(
         self, view: svcplan.ServiceView
@@ -639,17 +699,19 @@ class Controller:
         self.metrics.service_syncs.labels("written").inc()
         if key in self.services:
             self.services[key] = got
+        self._note_addresses(key, got)
         await self._events(got, [Event("Normal", "AddressesUpdated", p.summary)] if p.summary else [])
 
-    async def _service_problem(self, key: str, obj: dict[str, Any], problem: str | None) -> bool:
-        """Record (and announce once) a Service's problem; True when it changed."""
-        if self._service_problems.get(key) == problem:
+    async def _service_problem(self, key: str, obj: dict[str, Any], p: svcplan.ServicePlan) -> bool:
+        """Record (and announce once) what keeps a Service from being in step; True when it changed."""
+        now = None if p.problem is None else (p.reason, p.problem)
+        if self._service_problems.get(key) == now:
             return False
-        if problem is None:
+        if now is None:
             self._service_problems.pop(key, None)
             return True
-        self._service_problems[key] = problem
-        await self._events(obj, [Event("Warning", "NotSynced", problem)])
+        self._service_problems[key] = now
+        await self._events(obj, [Event("Normal" if p.waiting else "Warning", p.reason, p.problem or "")])
         return True
 
     async def _sync_service(self, key: str) -> None:
@@ -660,14 +722,8 @@ class Controller:
             return
         view = self._service_view(obj)
         spec, status = self._dp_of(view)
-        p = svcplan.plan(view, spec, status, self.cfg.service_ip_annotation)
-        changed = await self._service_problem(key, obj, p.problem)
-        if p.waiting != (key in self._service_waiting):
-            changed = True
-            if p.waiting:
-                self._service_waiting.add(key)
-            else:
-                self._service_waiting.discard(key)
+        p = self._plan_service(view, spec, status)
+        changed = await self._service_problem(key, obj, p)
         if changed and view.annotations.get(poolplan.NAME) in self.dps:
             self.enqueue(view.annotations[poolplan.NAME])  # its ServicesSynced condition changes
         if p.annotations:
@@ -691,22 +747,18 @@ class Controller:
                 "SimpleMode",
                 "transition.mode is simple: Services keep the addresses Cilium gave them",
             )
-        keys = [
+        keys = sorted(
             k
             for k, o in self.services.items()
             if (o["metadata"].get("annotations") or {}).get(poolplan.NAME) == name
-        ]
+        )
         writes = []
-        waiting = 0
+        chosen: set[IPv6Address] = set()
         for key in keys:
             obj = self.services[key]
-            p = svcplan.plan(self._service_view(obj), spec, status, self.cfg.service_ip_annotation)
-            await self._service_problem(key, obj, p.problem)
-            waiting += p.waiting
-            if p.waiting:
-                self._service_waiting.add(key)
-            else:
-                self._service_waiting.discard(key)
+            p = self._plan_service(self._service_view(obj), spec, status, chosen)
+            chosen |= set(p.chosen)  # not written yet: the next Service in this pass must not choose them too
+            await self._service_problem(key, obj, p)
             if p.annotations:
                 writes.append(self._write_service(key, obj, p))
         results = await asyncio.gather(*writes, return_exceptions=True)
@@ -715,11 +767,8 @@ class Controller:
             raise Conflict("a Service changed while it was being written")
         if failures:
             raise failures[0]
-        problems = [f"{k}: {p}" for k, p in sorted(self._service_problems.items()) if k in keys]
-        if problems:
-            return False, "ServiceProblems", "; ".join(problems)
-        note = f" ({waiting} waiting for an address)" if waiting else ""
-        return True, "Synced", f"{len(keys)} Service(s) in step{note}"
+        ours = set(keys)
+        return _services_condition(len(keys), {k: v for k, v in self._service_problems.items() if k in ours})
 
     # -- RA fallback interfaces ---------------------------------------------------------------------------
 

@@ -31,7 +31,9 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         self.pool_syncs = Counter(
-            "dynamic_prefix_pool_syncs", "Pool and CIDR group syncs, by result (written, unchanged, failed).",
+            "dynamic_prefix_pool_syncs",
+            "Pool and CIDR group sync steps (grow before the Services, shrink after), by result (written, "
+            "unchanged, failed).",
             ["kind", "pool", "result"], registry=r,
         )  # fmt: skip
         self.service_syncs = Counter(

@@ -10,9 +10,12 @@ clusterd owns only the entries it wrote, recorded in the annotation
 ``dynamic-prefix.io/managed`` (a JSON list). Everything else in the list (IPv4
 blocks, static entries, a block a user edited by hand) is the user's and is
 never touched. Blocks exist for the current prefix and every draining one, so
-Services keep their old addresses until the old prefix expires. A change that
-both adds and removes entries is written in two steps, adding first: shrinking
-a pool first could make Cilium move Services off addresses that still work.
+Services keep their old addresses until the old prefix expires. A change is
+written in two steps around the Services: ``grow`` adds entries before any
+Service requests an address in them, ``shrink`` removes entries only after the
+Services stopped requesting addresses in them. Shrinking first could make Cilium
+move Services off addresses that still work, and a request for an address no
+pool holds leaves Cilium's ``IPAMRequestSatisfied`` False (``no_pool``) for good.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from ipaddress import IPv6Network
+from ipaddress import IPv6Address, IPv6Network, ip_network
 from typing import Any, Literal
 
 from clusterd.core.status import placed_ranges, placed_subnets
@@ -59,7 +62,14 @@ class Write:
 
 @dataclass(frozen=True)
 class PoolPlan:
-    writes: tuple[Write, ...]
+    grow: Write | None = None
+    """Adds entries (or only updates the record): written before the Services."""
+    shrink: Write | None = None
+    """Removes entries: written after the Services no longer request addresses in them."""
+
+    @property
+    def writes(self) -> tuple[Write, ...]:
+        return tuple(w for w in (self.grow, self.shrink) if w is not None)
 
 
 def prefixes_in_use(status: DynamicPrefixStatus) -> list[IPv6Network]:
@@ -141,15 +151,34 @@ def plan(current: list[Entry], annotations: Mapping[str, str], want: list[Entry]
     final_managed: list[Entry] | None = None if want is None else [e for e in target if e not in user]
     unchanged_record = (MANAGED not in annotations) if final_managed is None else (mine == final_managed)
     if final == current and unchanged_record:
-        return PoolPlan(())
+        return PoolPlan()
     added = [e for e in final if e not in current]
     removed = [e for e in current if e not in final]
-    writes: list[Write] = []
-    if added and removed:
-        union = current + added
-        writes.append(Write(union, _unique(mine + [e for e in added if e not in user])))
-    writes.append(Write(final, final_managed))
-    return PoolPlan(tuple(writes))
+    if not removed:
+        return PoolPlan(grow=Write(final, final_managed))
+    grow = None
+    if added:
+        grow = Write(current + added, _unique(mine + [e for e in added if e not in user]))
+    return PoolPlan(grow=grow, shrink=Write(final, final_managed))
+
+
+def reserved(pool_spec: Mapping[str, Any]) -> set[IPv6Address]:
+    """The IPv6 addresses Cilium gives no Service in a CiliumLoadBalancerIPPool.
+
+    With ``allowFirstLastIPs: "No"`` Cilium holds back the first and last address of
+    every ``cidr`` block of four addresses or more (not of ``start``/``stop`` blocks).
+    """
+    if pool_spec.get("allowFirstLastIPs") != "No":
+        return set()
+    out: set[IPv6Address] = set()
+    for block in pool_spec.get("blocks") or []:
+        try:
+            net = ip_network(block.get("cidr") or "", strict=False)
+        except ValueError:
+            continue  # a start/stop block, or one Cilium refuses as well
+        if isinstance(net, IPv6Network) and net.num_addresses > 2:
+            out |= {net[0], net[-1]}
+    return out
 
 
 def managed_annotation(record: list[Entry] | None) -> str | None:

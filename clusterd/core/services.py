@@ -6,22 +6,35 @@ A LoadBalancer Service opts in with ``dynamic-prefix.io/name`` (and
 draining -- its present IPv6 address belongs to (the Go operator computed it
 against the current prefix while the Service still held an old address, and
 got garbage). The Service then asks for that offset in the current prefix and
-in every draining one; DNS (external-dns) gets the current address only.
-``dynamic-prefix.io/host-suffix`` pins the host part instead (``::10`` in
-every prefix).
+in every draining one; DNS (external-dns) gets the current address only, and
+when the range does not fit the current prefix the Service is reported, not
+pointed at a draining one. ``dynamic-prefix.io/host-suffix`` pins the host part
+instead (``::10`` in every prefix).
+
+LB-IPAM (Cilium's and MetalLB's alike) allocates exactly the addresses the
+annotation lists and drops every other allocation. So a Service whose
+annotation lists addresses but no IPv6 one never gets an IPv6 address from it:
+clusterd chooses the first offset no other Service holds or requests. And the
+IPv4 addresses a Service holds (its ``status.loadBalancer.ingress``) are
+requested too, else writing the IPv6 ones would take them away. MetalLB holds one address per family (two IPv6
+addresses make it allocate nothing), so a MetalLB Service moves to its new
+address alone and the lost old one is reported.
 
 clusterd owns only the values it wrote, recorded in
-``dynamic-prefix.io/managed-annotations``; a user's IPv4 addresses and
-anything else in those annotations is kept, and removing
-``dynamic-prefix.io/name`` takes back only clusterd's own values.
+``dynamic-prefix.io/managed-annotations`` (the IPv4 addresses it keeps
+requesting included: the user never asked to pin them); a user's own values
+in those annotations are kept, and removing ``dynamic-prefix.io/name`` takes
+back only clusterd's own values.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from ipaddress import IPv6Address, IPv6Network, ip_address
+from ipaddress import IPv4Address, IPv6Address, IPv6Network, ip_address
+from typing import TypeVar
 
 from clusterd.core import ranges
 from clusterd.core.pools import NAME, RANGE, prefixes_in_use
@@ -39,6 +52,13 @@ CILIUM_IPS_OLD = "io.cilium/lb-ipam-ips"
 METALLB_IPS = "metallb.io/loadBalancerIPs"
 DNS_TARGET = "external-dns.alpha.kubernetes.io/target"
 
+Addr = TypeVar("Addr", IPv4Address, IPv6Address)
+
+
+WAITING = "WaitingForAddress"
+NOT_SYNCED = "NotSynced"
+METALLB_ONE_PER_FAMILY = "MetalLBOneAddressPerFamily"
+
 
 @dataclass(frozen=True)
 class ServiceView:
@@ -50,6 +70,8 @@ class ServiceView:
     annotations: Mapping[str, str]
     ingress_ips: tuple[str, ...]
     """status.loadBalancer.ingress[].ip"""
+    families: tuple[str, ...] = ()
+    """spec.ipFamilies; empty when not known."""
 
 
 @dataclass(frozen=True)
@@ -57,10 +79,18 @@ class ServicePlan:
     annotations: dict[str, str | None]
     """The annotation changes to write (None deletes); empty when nothing changes."""
     problem: str | None = None
-    """Why the Service is skipped (it keeps what it has); surfaced as an Event and in ServicesSynced."""
-    waiting: bool = False
-    """It has no IPv6 address yet: nothing to do until Cilium gives it one (the watch brings it)."""
+    """What keeps the Service from being fully in step; an Event and ServicesSynced False say it.
+    With no annotation changes the Service keeps what it has."""
+    reason: str = NOT_SYNCED
+    """The problem's kind, for the Event and the ServicesSynced reason."""
+    chosen: tuple[IPv6Address, ...] = ()
+    """Addresses clusterd picked for a Service that had none: no other Service may get them."""
     summary: str = ""
+
+    @property
+    def waiting(self) -> bool:
+        """Nothing to do until LB-IPAM gives the Service an IPv6 address (the watch brings it)."""
+        return self.reason == WAITING
 
 
 def _split(value: str | None) -> list[str]:
@@ -117,6 +147,29 @@ def _release(svc: ServiceView) -> ServicePlan:
     return ServicePlan(changes, summary="released: took back only clusterd's own values")
 
 
+def _ips(texts: Iterable[str], family: type[Addr]) -> list[Addr]:
+    """The addresses of one family among ``texts``, in order, once each; other text is skipped."""
+    out: list[Addr] = []
+    for text in texts:
+        try:
+            a = ip_address(text)
+        except ValueError:
+            continue
+        if isinstance(a, family) and a not in out:
+            out.append(a)
+    return out
+
+
+def addresses(
+    annotations: Mapping[str, str], ingress_ips: Sequence[str], load_balancer_ip: str | None
+) -> set[IPv6Address]:
+    """The IPv6 addresses a Service holds or requests: clusterd never chooses them for another Service."""
+    texts = [*ingress_ips, load_balancer_ip or ""]
+    for key in (CILIUM_IPS, CILIUM_IPS_OLD, METALLB_IPS):
+        texts += _split(annotations.get(key))
+    return set(_ips(texts, IPv6Address))
+
+
 def _offset_from(
     addresses: Sequence[IPv6Address], placed: list[tuple[IPv6Network, ranges.PlacedRange]]
 ) -> int | None:
@@ -128,72 +181,120 @@ def _offset_from(
     return None
 
 
+def _free_offset(
+    placed: list[tuple[IPv6Network, ranges.PlacedRange]], taken: AbstractSet[IPv6Address]
+) -> int | None:
+    """The lowest offset free in every prefix: the same answer on every retry (at most len(taken) steps)."""
+    first = placed[0][1]
+    for offset in range(int(first.end) - int(first.start) + 1):
+        if not any(r.at(offset) in taken for _p, r in placed):
+            return offset
+    return None
+
+
+def _problem(text: str, reason: str = NOT_SYNCED) -> ServicePlan:
+    return ServicePlan({}, problem=text, reason=reason)
+
+
 def plan(
     svc: ServiceView,
     spec: DynamicPrefixSpec | None,
     status: DynamicPrefixStatus | None,
     default_annotation: str = "cilium",
+    taken: AbstractSet[IPv6Address] = frozenset(),
 ) -> ServicePlan:
-    """The annotation writes for one Service (pure)."""
+    """The annotation writes for one Service (pure); ``taken``: what other Services hold or request."""
     ann = svc.annotations
     if NAME not in ann or spec is None or svc.type != "LoadBalancer":
         return _release(svc)
     if spec.transition.mode != "ha":
         return _release(svc)  # simple mode: only pools change (and nothing is left of an earlier ha mode)
     if status is None:
-        return ServicePlan({}, waiting=True)
+        return _problem("waiting for the DynamicPrefix to acquire a prefix", WAITING)
     range_name = ann.get(SERVICE_RANGE) or ann.get(RANGE)
     known = {r.name for r in spec.address_ranges}
     if not range_name:
-        return ServicePlan({}, problem=f"set {SERVICE_RANGE} to one of: {', '.join(sorted(known)) or 'none'}")
+        return _problem(f"set {SERVICE_RANGE} to one of: {', '.join(sorted(known)) or 'none'}")
     if range_name not in known:
-        return ServicePlan({}, problem=f"address range {range_name!r} is not in the DynamicPrefix")
+        return _problem(f"address range {range_name!r} is not in the DynamicPrefix")
+    if svc.families and "IPv6" not in svc.families:
+        return _problem(f"spec.ipFamilies is {','.join(svc.families)}: no IPv6 family to manage "
+                        "(set ipFamilyPolicy PreferDualStack or RequireDualStack)")  # fmt: skip
     prefixes = prefixes_in_use(status)
     if not prefixes:
-        return ServicePlan({}, waiting=True)
+        return _problem("waiting for the DynamicPrefix to acquire a prefix", WAITING)
+    if status.prefix is None:
+        return _problem("the DynamicPrefix has no current prefix (see its PrefixAcquired condition): "
+                        "the Service keeps its addresses and DNS target")  # fmt: skip
     placed: list[tuple[IPv6Network, ranges.PlacedRange]] = []
     for p in prefixes:
         pr, _errors = placed_ranges(spec, p)
         if range_name in pr:
             placed.append((p, pr[range_name]))
-    if not placed:
-        return ServicePlan(
-            {}, problem=f"range {range_name!r} does not fit the prefix (see the DynamicPrefix)"
-        )
+    if not placed or placed[0][0] != status.prefix:
+        # The DNS target must name the current prefix, never a draining one.
+        return _problem(f"range {range_name!r} does not fit the current prefix {status.current_prefix} "
+                        "(see the DynamicPrefix's Degraded condition): the Service keeps its addresses "
+                        "and DNS target")  # fmt: skip
 
     suffix_text = ann.get(HOST_SUFFIX)
     record = owned(ann)
     target_key = ip_annotation(ann, default_annotation)
+    mine_before = record.get(target_key, [])
+    listed = _split(ann.get(target_key))
+    users = [v for v in listed if v not in mine_before]
+    chose = False
     if suffix_text:
         try:
             suffix = IPv6Address(suffix_text)
         except ValueError:
-            return ServicePlan({}, problem=f"{HOST_SUFFIX} {suffix_text!r} is not an IPv6 suffix like ::10")
+            return _problem(f"{HOST_SUFFIX} {suffix_text!r} is not an IPv6 suffix like ::10")
         rspec = next(r for r in spec.address_ranges if r.name == range_name)
         if not IPv6Address(rspec.start) <= suffix <= IPv6Address(rspec.end):
-            return ServicePlan({}, problem=f"{HOST_SUFFIX} {suffix} is outside range {range_name} "
-                                           f"({rspec.start} - {rspec.end})")  # fmt: skip
-        mine = [str(ranges.place(p, suffix)) for p, _r in placed]
+            return _problem(
+                f"{HOST_SUFFIX} {suffix} is outside range {range_name} ({rspec.start} - {rspec.end})"
+            )
+        mine = [ranges.place(p, suffix) for p, _r in placed]
     else:
-        held: list[IPv6Address] = []
-        for text in [*svc.ingress_ips, *record.get(target_key, [])]:
-            try:
-                a = ip_address(text)
-            except ValueError:
-                continue
-            if isinstance(a, IPv6Address) and a not in held:
-                held.append(a)
-        if not held:
-            return ServicePlan({}, waiting=True)
-        offset = _offset_from(held, placed)
-        if offset is None:
-            return ServicePlan({}, problem=f"its address {held[0]} is outside range {range_name} in every "
-                                           "current or draining prefix; skipped")  # fmt: skip
-        mine = [str(r.at(offset)) for _p, r in placed]
+        held = _ips([*svc.ingress_ips, *mine_before, *users], IPv6Address)
+        if held:
+            offset = _offset_from(held, placed)
+            if offset is None:
+                return _problem(f"its address {held[0]} is outside range {range_name} in every "
+                                "current or draining prefix; skipped")  # fmt: skip
+        elif listed:
+            # The annotation lists addresses but no IPv6 one: LB-IPAM allocates exactly what is
+            # listed (Cilium and MetalLB alike), so no IPv6 address would ever come. Choose one.
+            free = _free_offset(placed, taken)
+            if free is None:
+                return _problem(f"no free address in range {range_name} for it ({target_key} lists no IPv6 "
+                                "address, so LB-IPAM will not pick one)")  # fmt: skip
+            offset, chose = free, True
+        else:
+            return _problem("waiting for an address: LB-IPAM has not given it an IPv6 address yet", WAITING)
+        mine = [r.at(offset) for _p, r in placed]
 
-    want: dict[str, list[str]] = {target_key: mine}
+    # MetalLB holds one address per family and allocates nothing when asked for two.
+    metallb = target_key == METALLB_IPS
+    requested = mine[:1] if metallb else mine
+    # The IPv4 addresses the Service holds stay requested: LB-IPAM drops every allocation the
+    # annotation does not list. clusterd wrote them, so they are its own values (taken back on release).
+    kept = [str(a) for a in _ips(svc.ingress_ips, IPv4Address) if str(a) not in users]
+    values = [str(a) for a in requested] + kept
+    problem, reason = None, NOT_SYNCED
+    if metallb:
+        extra = [str(a) for a in _ips(users, IPv6Address) if str(a) not in values]
+        if extra:
+            return _problem(f"{METALLB_IPS} also lists {', '.join(extra)}, and MetalLB holds one address per "
+                            "family (it would allocate nothing): remove it")  # fmt: skip
+        if len(mine) > 1:
+            problem = (f"MetalLB holds one address per family: old connections on "
+                       f"{', '.join(map(str, mine[1:]))} are not kept")  # fmt: skip
+            reason = METALLB_ONE_PER_FAMILY
+
+    want: dict[str, list[str]] = {target_key: values}
     if ann.get(MANAGE_DNS, "true").lower() != "false":
-        want[DNS_TARGET] = mine[:1]
+        want[DNS_TARGET] = [str(mine[0])]
     changes: dict[str, str | None] = {}
     for key in set(want) | set(record):
         merged = _merge(ann.get(key), record.get(key, []), want.get(key, []))
@@ -202,5 +303,7 @@ def plan(
     new_record = json.dumps(want, separators=(",", ":"), sort_keys=True)
     if changes or ann.get(OWNED) != new_record:
         changes[OWNED] = new_record
-    summary = f"{target_key}={','.join(mine)}" + (f"; DNS target {mine[0]}" if DNS_TARGET in want else "")
-    return ServicePlan(changes, summary=summary)
+    summary = f"{target_key}={','.join(values)}" + (f"; DNS target {mine[0]}" if DNS_TARGET in want else "")
+    if chose:
+        summary += f" ({mine[0]}: the first offset in range {range_name} no other Service holds)"
+    return ServicePlan(changes, problem, reason, tuple(requested) if chose else (), summary)

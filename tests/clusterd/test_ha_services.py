@@ -16,7 +16,17 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
-from tests.clusterd.test_clusterd import RANGE, condition, create_dp, events_for, get_dp
+from tests.clusterd.test_clusterd import (
+    RANGE,
+    V4,
+    block,
+    condition,
+    create_dp,
+    create_pool,
+    events_for,
+    get_dp,
+    get_pool,
+)
 from tests.ground.apiserver import KubeAPI
 from tests.ground.clusterd_proc import WEBHOOK_SECRET, Clusterd
 from tests.ground.messages import post_state, prefix, state
@@ -26,6 +36,7 @@ pytestmark = pytest.mark.apiserver
 
 A, B, C = "2001:db8:a::/64", "2001:db8:b::/64", "2001:db8:c::/64"
 IPS, DNS = "lbipam.cilium.io/ips", "external-dns.alpha.kubernetes.io/target"
+MLB = "metallb.io/loadBalancerIPs"
 NS = "apps"
 
 
@@ -34,13 +45,10 @@ def addr(p: str, host: str = "2a") -> str:
 
 
 def service(kube: KubeAPI, name: str, ann: dict[str, str] | None = None, families: tuple[str, ...] = ("IPv6",),
-            ingress: tuple[str, ...] = ()) -> None:  # fmt: skip
+            ingress: tuple[str, ...] = (), managed: bool = True) -> None:  # fmt: skip
     core = k8s.CoreV1Api(kube.admin())
-    annotations = {
-        "dynamic-prefix.io/name": "home",
-        "dynamic-prefix.io/service-address-range": "lb",
-        **(ann or {}),
-    }
+    mine = {"dynamic-prefix.io/name": "home", "dynamic-prefix.io/service-address-range": "lb"}
+    annotations = {**(mine if managed else {}), **(ann or {})}
     core.create_namespaced_service(NS, k8s.V1Service(
         metadata=k8s.V1ObjectMeta(name=name, annotations=annotations),
         spec=k8s.V1ServiceSpec(type="LoadBalancer", ip_families=list(families),
@@ -62,13 +70,14 @@ def annotations(kube: KubeAPI, name: str) -> dict[str, str]:
     return dict(k8s.CoreV1Api(kube.admin()).read_namespaced_service(name, NS).metadata.annotations or {})
 
 
-def wait_annotations(kube: KubeAPI, name: str, ips: str | None, dns: str | None, timeout: float = 15) -> None:
+def wait_annotations(kube: KubeAPI, name: str, ips: str | None, dns: str | None, timeout: float = 15,
+                     key: str = IPS) -> None:  # fmt: skip
     def ok() -> bool:
         a = annotations(kube, name)
-        return a.get(IPS) == ips and a.get(DNS) == dns
+        return a.get(key) == ips and a.get(DNS) == dns
 
     try:
-        wait_until(ok, timeout, f"{name}: {IPS}={ips} {DNS}={dns}")
+        wait_until(ok, timeout, f"{name}: {key}={ips} {DNS}={dns}")
     except TimeoutError as e:
         raise TimeoutError(f"{e}; it has {annotations(kube, name)}") from None
 
@@ -163,12 +172,14 @@ def test_a_service_without_an_address_waits_then_gets_one(cluster: KubeAPI, ha: 
     cd = ha()
     send(cd, 1, prefix(A))
     service(cluster, "later")
-    wait_until(
-        lambda: "waiting for an address" in json.dumps(get_dp(cluster).get("status", {})), what="waiting"
-    )
+    wait_until(lambda: condition(get_dp(cluster), "ServicesSynced") == ("False", "WaitingForAddress"),
+               what="ServicesSynced False while a Service waits")  # fmt: skip
+    assert "apps/later: waiting for an address" in json.dumps(get_dp(cluster)["status"]["conditions"])
+    wait_until(lambda: "WaitingForAddress" in events_for(cluster, "later"), what="an Event on the Service")
     assert IPS not in annotations(cluster, "later")
     give_address(cluster, "later", addr(A, "77"))
     wait_annotations(cluster, "later", addr(A, "77"), addr(A, "77"))
+    wait_until(lambda: condition(get_dp(cluster), "ServicesSynced") == ("True", "Synced"), what="in step")
 
 
 def test_simple_mode_leaves_services_alone(cluster: KubeAPI, ha: Any) -> None:
@@ -200,3 +211,80 @@ def test_a_restart_mid_transition_converges_to_the_same_annotations(cluster: Kub
     )
     ha("second")
     wait_until(lambda: annotations(cluster, "svc") == expected, what="the same annotations after the restart")
+
+
+def test_a_users_ipv4_in_the_annotation_gets_an_ipv6_chosen_by_clusterd(cluster: KubeAPI, ha: Any) -> None:
+    # Cilium allocates exactly what lbipam.cilium.io/ips lists, so this Service would never get an
+    # IPv6 address from it: clusterd picks the first offset no other Service holds or requests.
+    create_dp(cluster, addressRanges=[RANGE], transition={"mode": "ha", "maxPrefixHistory": 2})
+    service(cluster, "holds", ingress=("2001:db8:a:0:f000::",), managed=False)
+    service(cluster, "requests", {IPS: "2001:db8:a:0:f000::1"}, managed=False)
+    cd = ha()
+    service(cluster, "dual", {IPS: "192.0.2.10"}, families=("IPv4", "IPv6"), ingress=("192.0.2.10",))
+    service(cluster, "dual2", {IPS: "192.0.2.11"}, families=("IPv4", "IPv6"), ingress=("192.0.2.11",))
+    send(cd, 1, prefix(A))  # one pass plans both: the second must not choose what the first just chose
+    wait_annotations(cluster, "dual", "2001:db8:a:0:f000::2,192.0.2.10", "2001:db8:a:0:f000::2")
+    wait_annotations(cluster, "dual2", "2001:db8:a:0:f000::3,192.0.2.11", "2001:db8:a:0:f000::3")
+    wait_until(lambda: condition(get_dp(cluster), "ServicesSynced") == ("True", "Synced"), what="in step")
+    # The choice sticks through a renumbering while Cilium has not answered yet.
+    send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))
+    wait_annotations(cluster, "dual", "2001:db8:b:0:f000::2,2001:db8:a:0:f000::2,192.0.2.10",
+                     "2001:db8:b:0:f000::2")  # fmt: skip
+
+
+def test_a_dual_stack_service_keeps_the_ipv4_it_was_given(cluster: KubeAPI, ha: Any) -> None:
+    # An IPv6-only lbipam.cilium.io/ips would make Cilium drop the IPv4 it allocated.
+    create_dp(cluster, addressRanges=[RANGE], transition={"mode": "ha", "maxPrefixHistory": 2})
+    cd = ha()
+    send(cd, 1, prefix(A))
+    service(cluster, "both", families=("IPv6", "IPv4"), ingress=(addr(A), "192.0.2.20"))
+    wait_annotations(cluster, "both", f"{addr(A)},192.0.2.20", addr(A))
+    send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))
+    wait_annotations(cluster, "both", f"{addr(B)},{addr(A)},192.0.2.20", addr(B))
+    # clusterd wrote the IPv4 request, so it takes it back with the rest.
+    k8s.CoreV1Api(cluster.admin()).patch_namespaced_service(
+        "both", NS, {"metadata": {"annotations": {"dynamic-prefix.io/name": None}}}
+    )
+    wait_annotations(cluster, "both", None, None)
+
+
+def test_services_stop_requesting_old_addresses_before_the_pool_drops_their_block(
+    cluster: KubeAPI, ha: Any
+) -> None:
+    # Cilium marks a request for an address no pool holds IPAMRequestSatisfied=False no_pool and
+    # keeps it False after the request is fixed: the Service must be written before the pool shrinks.
+    create_dp(cluster, addressRanges=[RANGE], transition={"mode": "ha", "maxPrefixHistory": 2})
+    create_pool(cluster, "lb-pool", [V4])
+    cd = ha()
+    send(cd, 1, prefix(A))
+    service(cluster, "web", ingress=(addr(A),))
+    send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))
+    wait_annotations(cluster, "web", f"{addr(B)},{addr(A)}", addr(B))
+    wait_until(lambda: get_pool(cluster, "lb-pool")["spec"]["blocks"] == [V4, block(B), block(A)], what="B+A")
+    send(cd, 3, prefix(B), prefix(A, "withdrawn", valid=0))
+    wait_annotations(cluster, "web", addr(B), addr(B))
+    wait_until(lambda: get_pool(cluster, "lb-pool")["spec"]["blocks"] == [V4, block(B)], what="A dropped")
+    # One etcd holds both objects here, so its revision (the resourceVersion) orders the two writes.
+    svc_rv = int(k8s.CoreV1Api(cluster.admin()).read_namespaced_service("web", NS).metadata.resource_version)
+    pool_rv = int(get_pool(cluster, "lb-pool")["metadata"]["resourceVersion"])
+    assert svc_rv < pool_rv, "the pool dropped prefix A's block while the Service still requested A"
+
+
+def test_metallb_services_move_to_the_new_address_and_report_what_ha_mode_cannot_keep(
+    cluster: KubeAPI, ha: Any
+) -> None:
+    # MetalLB refuses two IPv6 addresses in metallb.io/loadBalancerIPs (it then allocates nothing).
+    create_dp(cluster, addressRanges=[RANGE], transition={"mode": "ha", "maxPrefixHistory": 2})
+    cd = ha()
+    send(cd, 1, prefix(A))
+    service(cluster, "mlb", {"dynamic-prefix.io/ip-annotation": "metallb"}, ingress=(addr(A),))
+    wait_annotations(cluster, "mlb", addr(A), addr(A), key=MLB)
+    wait_until(lambda: condition(get_dp(cluster), "ServicesSynced") == ("True", "Synced"), what="in step")
+    send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))
+    wait_annotations(cluster, "mlb", addr(B), addr(B), key=MLB)
+    wait_until(lambda: condition(get_dp(cluster), "ServicesSynced") == ("False", "MetalLBOneAddressPerFamily"),
+               what="ServicesSynced names the MetalLB limitation")  # fmt: skip
+    assert f"old connections on {addr(A)} are not kept" in json.dumps(get_dp(cluster)["status"]["conditions"])
+    wait_until(
+        lambda: "MetalLBOneAddressPerFamily" in events_for(cluster, "mlb"), what="an Event on the Service"
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import json
 from datetime import datetime, timedelta
+from ipaddress import IPv6Address
 from typing import Any
 
 import pytest
@@ -86,6 +87,27 @@ def test_new_blocks_are_added_before_old_ones_are_removed() -> None:
     ann = {pools.MANAGED: json.dumps([OLD])}
     p = pools.plan([V4, OLD], ann, [NEW])
     assert p.writes == (pools.Write([V4, OLD, NEW], [OLD, NEW]), pools.Write([V4, NEW], [NEW]))
+
+
+def test_blocks_are_removed_only_in_the_shrink_step_that_follows_the_services() -> None:
+    # Cilium marks a Service requesting an address no pool holds IPAMRequestSatisfied=False no_pool
+    # and never clears it: the controller writes `grow`, then the Services, then `shrink`.
+    p = pools.plan([V4, OLD], {pools.MANAGED: json.dumps([OLD])}, [NEW])
+    assert p.grow == pools.Write([V4, OLD, NEW], [OLD, NEW])
+    assert p.shrink == pools.Write([V4, NEW], [NEW])
+    only_removes = pools.plan([V4, NEW, OLD], {pools.MANAGED: json.dumps([NEW, OLD])}, [NEW])
+    assert only_removes.grow is None and only_removes.shrink == pools.Write([V4, NEW], [NEW])
+    only_adds = pools.plan([V4], {}, [NEW])
+    assert only_adds.grow == pools.Write([V4, NEW], [NEW]) and only_adds.shrink is None
+
+
+def test_first_and_last_of_a_cidr_block_are_reserved_only_when_the_pool_says_no() -> None:
+    blocks = [{"cidr": "2001:db8:a::/64"}, {"start": "2001:db8:b::1", "stop": "2001:db8:b::ff"},
+              {"cidr": "192.0.2.0/24"}, {"cidr": "2001:db8:c::/127"}]  # fmt: skip
+    assert pools.reserved({"blocks": blocks, "allowFirstLastIPs": "No"}) == {
+        IPv6Address("2001:db8:a::"), IPv6Address("2001:db8:a::ffff:ffff:ffff:ffff")}  # fmt: skip
+    assert pools.reserved({"blocks": blocks, "allowFirstLastIPs": "Yes"}) == set()
+    assert pools.reserved({"blocks": blocks}) == set()
 
 
 def test_a_managed_block_edited_by_hand_becomes_the_users_and_ours_is_restored() -> None:

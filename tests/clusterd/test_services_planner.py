@@ -1,10 +1,15 @@
 """The HA Service planner (clusterd/core/services.py): offsets from whichever prefix holds the address,
-DNS on the current address only, users' values kept, pinned suffixes, release, simple mode."""
+DNS on the current address only, users' values kept, pinned suffixes, release, simple mode; what the real
+LB-IPAM needs: a chosen offset when it will give none, IPv4 kept, MetalLB's one address per family."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from ipaddress import IPv6Address
 from typing import Any
+
+from hypothesis import given, strategies
 
 from clusterd.core import services as sv
 from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
@@ -39,7 +44,7 @@ def apply(s: sv.ServiceView, p: sv.ServicePlan) -> sv.ServiceView:
             ann.pop(k, None)
         else:
             ann[k] = v
-    return sv.ServiceView(s.namespace, s.name, s.type, ann, s.ingress_ips)
+    return replace(s, annotations=ann)
 
 
 def test_the_original_operators_bug_case_old_address_when_the_change_lands() -> None:
@@ -154,3 +159,119 @@ def test_an_unreadable_record_owns_nothing() -> None:
     p = sv.plan(s, SPEC, status((A, "active")))
     assert p.annotations[sv.CILIUM_IPS] == "2001:db8:a:0:f000::1,2001:db8:a:0:f000::99"
     assert json.loads(p.annotations[sv.OWNED] or "{}")[sv.CILIUM_IPS] == ["2001:db8:a:0:f000::1"]
+
+
+# -- behaviour the real LB-IPAM needs (issue 13; DESIGN.md §3 "Observed on the real cilium-operator") ----
+
+
+def test_a_users_ipv4_in_the_annotation_makes_clusterd_choose_a_free_offset() -> None:
+    # Cilium allocates exactly what lbipam.cilium.io/ips lists: with only the user's IPv4 there,
+    # no IPv6 ever arrives, so clusterd picks the first offset free in every prefix it requests.
+    s = svc({sv.CILIUM_IPS: "192.0.2.10"}, ips=("192.0.2.10",))
+    st = status((B, "active"), (A, "draining"))
+    taken = {IPv6Address(a) for a in ("2001:db8:b:0:f000::", "2001:db8:a:0:f000::1", "2001:db8:b:0:f000::2")}
+    p = sv.plan(s, SPEC, st, taken=taken)
+    assert p.problem is None
+    assert p.annotations[sv.CILIUM_IPS] == "2001:db8:b:0:f000::3,2001:db8:a:0:f000::3,192.0.2.10"
+    assert p.annotations[sv.DNS_TARGET] == "2001:db8:b:0:f000::3"
+    assert set(p.chosen) == {IPv6Address("2001:db8:b:0:f000::3"), IPv6Address("2001:db8:a:0:f000::3")}
+    # The choice is recorded: planning again (Cilium has not answered yet) keeps it, whatever is taken now.
+    s = apply(s, p)
+    again = sv.plan(s, SPEC, st, taken=taken | set(p.chosen))
+    assert again.annotations == {} and again.problem is None and again.chosen == ()
+    # A user's own IPv6 request is what the IPAM will give: its offset is used, nothing is chosen.
+    p = sv.plan(svc({sv.CILIUM_IPS: "192.0.2.10,2001:db8:b:0:f000::9"}), SPEC, st, taken=taken)
+    assert p.annotations[sv.CILIUM_IPS] == "2001:db8:b:0:f000::9,2001:db8:a:0:f000::9,192.0.2.10"
+    assert p.chosen == ()
+
+
+def test_choosing_fails_clearly_when_the_range_is_full_or_the_service_has_no_ipv6_family() -> None:
+    tiny = SPEC.model_copy(update={"address_ranges": [
+        SPEC.address_ranges[0].model_copy(update={"start": "::f000:0:0:0", "end": "::f000:0:0:1"})]})  # fmt: skip
+    full = {IPv6Address("2001:db8:a:0:f000::"), IPv6Address("2001:db8:a:0:f000::1")}
+    p = sv.plan(svc({sv.CILIUM_IPS: "192.0.2.10"}), tiny, status((A, "active")), taken=full)
+    assert p.annotations == {} and p.problem is not None and "no free address in range lb" in p.problem
+    v4 = replace(svc({sv.CILIUM_IPS: "192.0.2.10"}, ips=("192.0.2.10",)), families=("IPv4",))
+    p = sv.plan(v4, SPEC, status((A, "active")))
+    assert p.annotations == {} and p.problem is not None and "no IPv6 family" in p.problem
+
+
+def test_waiting_for_an_address_is_reported_not_in_step() -> None:
+    p = sv.plan(svc(), SPEC, status((A, "active")))
+    assert p.waiting and p.reason == sv.WAITING and p.problem is not None
+    assert "waiting for an address" in p.problem
+
+
+def test_an_ipv4_the_service_holds_is_kept_as_clusterds_own_value() -> None:
+    # A PreferDualStack Service with no annotation: Cilium gave it both families. An IPv6-only
+    # annotation would make Cilium drop the IPv4, so the IPv4 it holds is requested too.
+    s = svc(ips=("192.0.2.20", "2001:db8:a:0:f000::5"))
+    s = apply(s, sv.plan(s, SPEC, status((A, "active"))))
+    assert s.annotations[sv.CILIUM_IPS] == "2001:db8:a:0:f000::5,192.0.2.20"
+    assert s.annotations[sv.DNS_TARGET] == "2001:db8:a:0:f000::5"
+    assert json.loads(s.annotations[sv.OWNED])[sv.CILIUM_IPS] == ["2001:db8:a:0:f000::5", "192.0.2.20"]
+    st = status((B, "active"), (A, "draining"))
+    s = apply(s, sv.plan(s, SPEC, st))
+    assert s.annotations[sv.CILIUM_IPS] == "2001:db8:b:0:f000::5,2001:db8:a:0:f000::5,192.0.2.20"
+    # clusterd only echoes what the Service holds: an IPv4 it no longer holds is not asked back.
+    gone = replace(s, ingress_ips=("2001:db8:a:0:f000::5",))
+    assert apply(gone, sv.plan(gone, SPEC, st)).annotations[sv.CILIUM_IPS] == (
+        "2001:db8:b:0:f000::5,2001:db8:a:0:f000::5"
+    )
+    # clusterd wrote it, so releasing the Service takes it back (the user never asked to pin it) ...
+    released = apply(s, sv.plan(s, SIMPLE, st))
+    assert sv.CILIUM_IPS not in released.annotations
+    # ... while a user's own IPv4 is never clusterd's.
+    u = svc({sv.CILIUM_IPS: "192.0.2.20"}, ips=("192.0.2.20", "2001:db8:a:0:f000::5"))
+    u = apply(u, sv.plan(u, SPEC, status((A, "active"))))
+    assert u.annotations[sv.CILIUM_IPS] == "2001:db8:a:0:f000::5,192.0.2.20"
+    assert json.loads(u.annotations[sv.OWNED])[sv.CILIUM_IPS] == ["2001:db8:a:0:f000::5"]
+
+
+def test_metallb_moves_to_the_new_address_only_and_says_what_ha_mode_cannot_keep() -> None:
+    s = svc({sv.IP_ANNOTATION: "metallb"}, ips=("2001:db8:a:0:f000::2a", "192.0.2.20"))
+    p = sv.plan(s, SPEC, status((B, "active"), (A, "draining")))
+    assert p.annotations[sv.METALLB_IPS] == "2001:db8:b:0:f000::2a,192.0.2.20"
+    assert p.annotations[sv.DNS_TARGET] == "2001:db8:b:0:f000::2a"
+    assert p.reason == sv.METALLB_ONE_PER_FAMILY
+    assert p.problem == (
+        "MetalLB holds one address per family: old connections on 2001:db8:a:0:f000::2a are not kept"
+    )
+    s = apply(s, p)
+    assert sv.plan(s, SPEC, status((B, "active"), (A, "expired"))).problem is None
+    # A user's own second IPv6 would make MetalLB allocate nothing: refuse to write, say why.
+    u = svc(
+        {sv.IP_ANNOTATION: "metallb", sv.METALLB_IPS: "2001:db8:a:0:f000::99"}, ips=("2001:db8:a:0:f000::2a",)
+    )
+    p = sv.plan(u, SPEC, status((A, "active")))
+    assert p.annotations == {} and p.problem is not None and "one address per family" in p.problem
+
+
+SLASH56 = SPEC.model_copy(update={"address_ranges": [
+    SPEC.address_ranges[0].model_copy(update={"start": "::1:0:0:0:0", "end": "::1:0:0:0:ffff"})]})  # fmt: skip
+
+
+def test_the_dns_target_never_moves_to_a_draining_prefix() -> None:
+    # The range needs a /56: it fits the draining 2001:db8:a00::/56 but not the current /64.
+    st = status(("2001:db8:c::/64", "active"), ("2001:db8:a00::/56", "draining"))
+    s = svc(ips=("2001:db8:a00:1::5",))
+    p = sv.plan(s, SLASH56, st)
+    assert sv.DNS_TARGET not in p.annotations
+    assert p.problem is not None and "does not fit the current prefix 2001:db8:c::/64" in p.problem
+    no_current = status(("2001:db8:a00::/56", "draining"))
+    p = sv.plan(s, SLASH56, no_current)
+    assert p.annotations == {} and p.problem is not None and "no current prefix" in p.problem
+
+
+@given(strategies.sets(strategies.integers(0, 40)), strategies.sets(strategies.integers(0, 40)))
+def test_the_chosen_offset_is_the_lowest_free_in_every_prefix(in_b: set[int], in_a: set[int]) -> None:
+    taken = {IPv6Address(f"2001:db8:b:0:f000::{o:x}") for o in in_b} | {
+        IPv6Address(f"2001:db8:a:0:f000::{o:x}") for o in in_a
+    }
+    p = sv.plan(svc({sv.CILIUM_IPS: "192.0.2.10"}), SPEC, status((B, "active"), (A, "draining")), taken=taken)
+    lowest = min(set(range(82)) - in_b - in_a)
+    assert p.chosen == (
+        IPv6Address(f"2001:db8:b:0:f000::{lowest:x}"),
+        IPv6Address(f"2001:db8:a:0:f000::{lowest:x}"),
+    )
+    assert not set(p.chosen) & taken
