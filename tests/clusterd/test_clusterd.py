@@ -381,3 +381,22 @@ def test_sigterm_hands_the_lease_over_at_once(cluster: KubeAPI, clusterd_factory
     wait_until(lambda: two.get("/leader")[0] == 200, timeout=10, what="two leads")
     assert time.monotonic() - t0 < 10  # far below the 30 s lease: one released it
     assert post_state(two.webhook_url, WEBHOOK_SECRET, state("edge", "br-lan", 1, prefix(A)))[0] == 200
+
+
+def test_kubectl_get_dp_shows_degraded_and_its_reason(cluster: KubeAPI, clusterd_factory: Any) -> None:
+    """The Table kubectl prints carries the PoolsSynced and Degraded columns, with the reason."""
+    create_dp(cluster, acquisition={"routerAdvertisement": {"interface": "eth0", "enabled": True}})
+    clusterd_factory().wait_ready()  # no raFallback: it has no RA listener
+    wait_until(lambda: condition(get_dp(cluster), "Degraded") == ("True", "RAListenerUnavailable"),
+               what="Degraded: RAListenerUnavailable")  # fmt: skip
+    code, table = cluster.request(
+        "GET", f"/apis/{G}/{V}/{P}", accept="application/json;as=Table;v=v1;g=meta.k8s.io"
+    )
+    assert code == 200 and table["kind"] == "Table", table
+    names = [c["name"] for c in table["columnDefinitions"]]
+    row = dict(zip(names, table["rows"][0]["cells"], strict=True))
+    pools = condition(get_dp(cluster), "PoolsSynced")
+    assert pools is not None and row["Pools"] == pools[0]
+    assert (row["Name"], row["Degraded"], row["Reason"]) == ("home", "True", "RAListenerUnavailable")
+    assert "enable raFallback" in row["Message"]
+
