@@ -107,6 +107,8 @@ class Controller:
         """Services that name a DynamicPrefix or carry clusterd's record, by namespace/name."""
         self._service_problems: dict[str, str] = {}
         self._service_waiting: set[str] = set()
+        self._service_counted: dict[str, str] = {}
+        """Service -> the DynamicPrefix whose ServicesSynced condition last counted it."""
         self._writers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="api-write")
         self._write_slots = asyncio.Semaphore(16)
 
@@ -213,6 +215,8 @@ class Controller:
                 if previous.pop(key, None) is not None:
                     self._service_problems.pop(key, None)
                 self._service_waiting.discard(key)
+                if (counted := self._service_counted.pop(key, None)) in self.dps:
+                    self.enqueue(counted)  # one Service fewer in its ServicesSynced count
                 continue
             old = previous.get(key)
             self.services[key] = o
@@ -647,8 +651,11 @@ class Controller:
                 self._service_waiting.add(key)
             else:
                 self._service_waiting.discard(key)
-        if changed and view.annotations.get(poolplan.NAME) in self.dps:
-            self.enqueue(view.annotations[poolplan.NAME])  # its ServicesSynced condition changes
+        name, counted = view.annotations.get(poolplan.NAME), self._service_counted.get(key)
+        if changed or name != counted:  # a new problem or wait, or a Service its count is missing
+            for dp in {name, counted}:
+                if dp in self.dps:
+                    self.enqueue(dp)  # its ServicesSynced condition changes
         if p.annotations:
             await self._write_service(key, obj, p)
         else:
@@ -657,6 +664,14 @@ class Controller:
     async def _sync_services(
         self, name: str, spec: crd.DynamicPrefixSpec, status: crd.DynamicPrefixStatus
     ) -> tuple[bool, str, str]:
+        keys = [
+            k
+            for k, o in self.services.items()
+            if (o["metadata"].get("annotations") or {}).get(poolplan.NAME) == name
+        ]
+        for k in [k for k, dp in self._service_counted.items() if dp == name]:
+            del self._service_counted[k]
+        self._service_counted.update(dict.fromkeys(keys, name))
         if spec.transition.mode != "ha":
             mine = [
                 k
@@ -670,11 +685,6 @@ class Controller:
                 "SimpleMode",
                 "transition.mode is simple: Services keep the addresses Cilium gave them",
             )
-        keys = [
-            k
-            for k, o in self.services.items()
-            if (o["metadata"].get("annotations") or {}).get(poolplan.NAME) == name
-        ]
         writes = []
         waiting = 0
         for key in keys:
