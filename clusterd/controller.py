@@ -480,8 +480,12 @@ class Controller:
 
     async def _events(self, obj: dict[str, Any], events: list[Event]) -> None:
         ref = Ref.of(obj)
+        about = {"dynamicprefix": ref.name}
+        if ref.kind != crd.KIND:  # a Service: its own name, and the DynamicPrefix it follows
+            dp = (obj["metadata"].get("annotations") or {}).get(poolplan.NAME)
+            about = {"service": f"{ref.namespace}/{ref.name}", **({"dynamicprefix": dp} if dp else {})}
         for e in events:
-            LOG.info(e.message, extra=kv(dynamicprefix=ref.name, reason=e.reason))
+            LOG.info(e.message, extra=kv(**about, reason=e.reason))
             try:
                 await asyncio.to_thread(self.kube.event, ref, e.type, e.reason, e.message, COMPONENT)
             except Exception as err:  # an Event is worth a log line, not a failed reconcile
