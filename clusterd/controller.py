@@ -254,7 +254,16 @@ class Controller:
             held = self.reports.get(key)
             if held is not None and held.state.boot == s.boot and held.state.sequence >= s.sequence:
                 self.metrics.messages.labels(report.transport, "stale").inc()
-                return f"sequence {s.sequence} is not newer than {held.state.sequence} already received"
+                why = f"sequence {s.sequence} is not newer than {held.state.sequence} already received"
+                # The held message again is a redelivery (QoS 1, the retained copy on reconnect);
+                # anything else is a replay or a forgery. The webhook answers its sender instead.
+                if report.transport == "mqtt" and held.state != s:
+                    self._limited.warning(
+                        "stale-message", f"ignored a message from {s.router}/{s.interface}: {why}",
+                        router=s.router, interface=s.interface, sequence=s.sequence,
+                        expected=f">{held.state.sequence}",
+                    )  # fmt: skip
+                return why
             self.reports[key] = report
         for name in self._matching(report):
             self.enqueue(name)

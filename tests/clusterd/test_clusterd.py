@@ -400,3 +400,22 @@ def test_kubectl_get_dp_shows_degraded_and_its_reason(cluster: KubeAPI, clusterd
     assert (row["Name"], row["Degraded"], row["Reason"]) == ("home", "True", "RAListenerUnavailable")
     assert "enable raFallback" in row["Message"]
 
+
+def test_a_replayed_or_forged_mqtt_message_is_logged_with_the_sequences(
+    cluster: KubeAPI, mosquitto: Mosquitto, clusterd_factory: Any, mqtt_base: str
+) -> None:
+    router = mqtt_base.rsplit("/", 1)[1]
+    create_dp(cluster, router=router)
+    cd = clusterd_factory(mqtt_port=mosquitto.plain_port, webhook=False)
+    cd.wait_ready()
+    send(mosquitto, state(router, "br-lan", 5, prefix(A)))
+    wait_until(lambda: current(cluster) == A, what="A applied")
+    send(mosquitto, state(router, "br-lan", 5, prefix(A)))  # a redelivery: not worth a line
+    send(mosquitto, state(router, "br-lan", 3, prefix(B)))  # an old sequence with other content
+    cd.wait_log("ignored a message from")
+    line = next(x for x in cd.log_lines if "ignored a message from" in x)
+    for field in (f"router={router}", "interface=br-lan", "sequence=3", "expected=>5"):
+        assert field in line, line
+    assert cd.metric("dynamic_prefix_messages_total", transport="mqtt", result="stale") == 2
+    assert sum("ignored a message from" in x for x in cd.log_lines) == 1
+    assert current(cluster) == A
