@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,12 +135,17 @@ def build(name: str) -> Path:
     dest = cached_path(name)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with open(dest.parent / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a parallel run waits for the same build
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for another run that is building {name} v{tool.version}")
+            fcntl.flock(lock, fcntl.LOCK_EX)  # a parallel run waits for the same build
         if dest.is_file():
             return dest
         tmp = dest.with_suffix(".tmp")
-        print(f"building {name} v{tool.version} (once; cached in {dest.parent})", file=sys.stderr)
-        subprocess.run(
+        say(f"building {name} v{tool.version} (once; cached in {dest.parent})")
+        _progress(
+            name,
             [
                 go,
                 "build",
@@ -150,12 +156,35 @@ def build(name: str) -> Path:
                 str(tmp),
                 tool.package,
             ],
-            cwd=TESTBIN / tool.module_dir,
-            env={**os.environ, "CGO_ENABLED": "0"},
-            check=True,
+            TESTBIN / tool.module_dir,
+            {**os.environ, "CGO_ENABLED": "0"},
         )
         tmp.rename(dest)
     return dest
+
+
+def say(text: str) -> None:
+    print(f"==> {text}", file=sys.stderr, flush=True)
+
+
+def _progress(name: str, argv: list[str], cwd: Path, env: dict[str, str], every: float = 30.0) -> None:
+    """Run a build, saying every ``every`` seconds that it is still going, and how long it took."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, cwd=cwd, env=env)
+    while True:
+        try:
+            code = proc.wait(timeout=every)
+            break
+        except subprocess.TimeoutExpired:
+            say(f"still building {name} ({_elapsed(t0)})")
+    if code != 0:
+        raise subprocess.CalledProcessError(code, argv)
+    say(f"built {name} in {_elapsed(t0)}")
+
+
+def _elapsed(t0: float) -> str:
+    m, s = divmod(int(time.monotonic() - t0), 60)
+    return f"{m}m{s:02d}s"
 
 
 def main(argv: list[str]) -> int:
@@ -169,8 +198,14 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 0
-    for n in names:
-        print(f"{n}: {build(n)}", file=sys.stderr)
+    missing = [n for n in names if find(n) is None]
+    if missing:
+        say(
+            f"first run: building {', '.join(missing)} from Go modules (nothing publishes these "
+            f"binaries for this machine). This takes several minutes, once; later runs reuse {cache_root()}."
+        )
+    for i, n in enumerate(names, 1):
+        print(f"[{i}/{len(names)}] {n}: {build(n)}", file=sys.stderr)
     return 0
 
 
