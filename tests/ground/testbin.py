@@ -66,8 +66,31 @@ class Tool:
         if self.name == "etcd":
             return f"-X go.etcd.io/etcd/api/v3/version.GitSHA=v{v}"
         if self.name == "helm":
-            return f"-X helm.sh/helm/v3/internal/version.version=v{v}"
+            return f"-X helm.sh/helm/v3/internal/version.version=v{v} {self.build_flags()}"
         raise ValueError(self.name)
+
+    def build_flags(self) -> str:
+        """Flags beyond the version (which the cache key names already); they are part of the key."""
+        if self.name != "helm":
+            return ""
+        # Offline (helm template) helm assumes the Kubernetes version these set; without them it
+        # assumes v1.20 and refuses charts that need newer. helm's Makefile sets them from client-go.
+        major, minor = _client_go_kube_version(TESTBIN / self.module_dir / "go.mod")
+        return " ".join(
+            f"-X helm.sh/helm/v3/pkg/{pkg}.k8sVersion{part}={value}"
+            for pkg in ("chartutil", "lint/rules")
+            for part, value in (("Major", major), ("Minor", minor))
+        )
+
+
+def _client_go_kube_version(gomod: Path) -> tuple[str, str]:
+    """(major, minor) of the Kubernetes release matching the module's k8s.io/client-go (v0.37.0 -> 1, 37)."""
+    for line in gomod.read_text().splitlines():
+        parts = line.split()
+        if parts[:1] == ["k8s.io/client-go"]:
+            major, minor = parts[1].removeprefix("v").split(".")[:2]
+            return str(int(major) + 1), minor
+    raise ValueError(f"{gomod} does not require k8s.io/client-go")
 
 
 TOOLS = {
@@ -92,7 +115,8 @@ def cache_root() -> Path:
 
 
 def _key(tool: Tool) -> str:
-    digest = hashlib.sha256((TESTBIN / tool.module_dir / "go.sum").read_bytes()).hexdigest()[:12]
+    go_sum = (TESTBIN / tool.module_dir / "go.sum").read_bytes()
+    digest = hashlib.sha256(go_sum + tool.build_flags().encode()).hexdigest()[:12]
     return f"{tool.name}-v{tool.version}-{digest}"
 
 

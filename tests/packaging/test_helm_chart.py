@@ -142,3 +142,21 @@ def test_install_yaml_is_accepted_by_the_api_server(kube: KubeAPI) -> None:
             continue
         code, body = kube.request("POST", paths[d["kind"]] + "?dryRun=All", d)
         assert code in (201, 409), f"{d['kind']} {d['metadata']['name']}: {code} {body}"
+
+
+def test_the_readmes_helm_template_command_works_as_written(helm: Path, tmp_path: Path) -> None:
+    """The README's command, run by the helm the tests build: no extra flags, the image it names."""
+    import re
+
+    import yaml
+
+    readme = (ROOT / "README.md").read_text()
+    (command,) = [c for c in re.findall(r"^helm template .*?[^\\]$", readme, re.MULTILINE | re.DOTALL)]
+    command = command.replace("\\\n", " ").replace("> dynamic-prefix.yaml", f"> {tmp_path}/out.yaml")
+    image = "registry.example.net/dynamic-prefix/clusterd"
+    out = subprocess.run(["sh", "-c", command], cwd=ROOT, capture_output=True, text=True, check=False,
+                         env={"PATH": f"{helm.parent}:/usr/bin:/bin", "HOME": str(tmp_path), "IMAGE": image})  # fmt: skip
+    assert out.returncode == 0, f"{command}: {out.stderr}"
+    docs = [d for d in yaml.safe_load_all((tmp_path / "out.yaml").read_text()) if d]
+    assert {"CustomResourceDefinition", "Deployment"} <= {d["kind"] for d in docs}
+    assert find(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"] == f"{image}:0.1.0"
