@@ -104,6 +104,7 @@ def test_helm_install_into_the_real_api_server(helm: Path, kube: KubeAPI, tmp_pa
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
+    assert "No registry publishes ghcr.io/dynamic-prefix/clusterd" in out.stdout  # the NOTES say what to do
     apps = k8s.AppsV1Api(kube.admin())
     dep = apps.read_namespaced_deployment("dp-dynamic-prefix", "dynamic-prefix")
     assert dep.spec.replicas == 2
