@@ -389,10 +389,13 @@ def test_kubectl_get_dp_shows_degraded_and_its_reason(cluster: KubeAPI, clusterd
     clusterd_factory().wait_ready()  # no raFallback: it has no RA listener
     wait_until(lambda: condition(get_dp(cluster), "Degraded") == ("True", "RAListenerUnavailable"),
                what="Degraded: RAListenerUnavailable")  # fmt: skip
-    code, table = cluster.request(
-        "GET", f"/apis/{G}/{V}/{P}", accept="application/json;as=Table;v=v1;g=meta.k8s.io"
-    )
-    assert code == 200 and table["kind"] == "Table", table
+    resp = cluster.admin().call_api(
+        "GET", f"{cluster.url}/apis/{G}/{V}/{P}",
+        header_params={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+    )  # fmt: skip
+    resp.read()
+    table = json.loads(resp.data)
+    assert resp.status == 200 and table["kind"] == "Table", table
     names = [c["name"] for c in table["columnDefinitions"]]
     row = dict(zip(names, table["rows"][0]["cells"], strict=True))
     pools = condition(get_dp(cluster), "PoolsSynced")

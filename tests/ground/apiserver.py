@@ -192,17 +192,15 @@ class KubeAPI:
         ) as resp:
             return bytes(resp.read())
 
-    def request(self, method: str, path: str, body: Any = None, accept: str | None = None) -> tuple[int, Any]:
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """A raw admin request: (HTTP status, decoded JSON body).
 
         Independent of the Python client's version, for the test ground's own
         housekeeping (discovery, deletecollection) and for asserting raw codes.
-        ``accept`` asks for another representation (the Table kubectl prints).
         """
         data = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json", **({"Accept": accept} if accept else {})}
         req = urllib.request.Request(  # noqa: S310 - https URL built from our own port
-            self.url + path, data=data, method=method, headers=headers
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
         )
         try:
             with urllib.request.urlopen(req, context=self._ssl_context(), timeout=30) as resp:  # noqa: S310
