@@ -227,7 +227,7 @@ def test_a_service_annotated_later_is_counted_at_once_and_logged_under_its_own_n
     give_address(cluster, "second", addr(A, "2b"))
     core.patch_namespaced_service("second", NS, {"metadata": {"annotations": {
         "dynamic-prefix.io/name": "home", "dynamic-prefix.io/service-address-range": "lb"}}})  # fmt: skip
-    wait_annotations(cluster, "second", addr(A, "2b"), addr(A, "2b"))
+    wait_until(lambda: IPS in annotations(cluster, "second"), what="the second Service synced")
     wait_until(lambda: services_synced_message(cluster) == "2 Service(s) in step", timeout=5,
                what="the condition to count the second Service")  # fmt: skip
     k8s.CoreV1Api(cluster.admin()).delete_namespaced_service("first", NS)
