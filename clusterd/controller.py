@@ -131,6 +131,8 @@ class Controller:
         """(reason, message) of each managed Service not fully in step."""
         self._service_addresses: dict[str, set[IPv6Address]] = {}
         """The IPv6 addresses every Service in the cluster holds or requests (clusterd chooses none of them)."""
+        self._service_counted: dict[str, str] = {}
+        """Service -> the DynamicPrefix whose ServicesSynced condition last counted it."""
         self._writers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="api-write")
         self._write_slots = asyncio.Semaphore(16)
 
@@ -238,6 +240,8 @@ class Controller:
             if kind == "DELETED" or (poolplan.NAME not in ann and svcplan.OWNED not in ann):
                 if previous.pop(key, None) is not None:
                     self._service_problems.pop(key, None)
+                if (counted := self._service_counted.pop(key, None)) in self.dps:
+                    self.enqueue(counted)  # one Service fewer in its ServicesSynced count
                 continue
             old = previous.get(key)
             self.services[key] = o
@@ -279,7 +283,16 @@ class Controller:
             held = self.reports.get(key)
             if held is not None and held.state.boot == s.boot and held.state.sequence >= s.sequence:
                 self.metrics.messages.labels(report.transport, "stale").inc()
-                return f"sequence {s.sequence} is not newer than {held.state.sequence} already received"
+                why = f"sequence {s.sequence} is not newer than {held.state.sequence} already received"
+                # The held message again is a redelivery (QoS 1, the retained copy on reconnect);
+                # anything else is a replay or a forgery. The webhook answers its sender instead.
+                if report.transport == "mqtt" and held.state != s:
+                    self._limited.warning(
+                        "stale-message", f"ignored a message from {s.router}/{s.interface}: {why}",
+                        router=s.router, interface=s.interface, sequence=s.sequence,
+                        expected=f">{held.state.sequence}",
+                    )  # fmt: skip
+                return why
             self.reports[key] = report
         for name in self._matching(report):
             self.enqueue(name)
@@ -516,8 +529,12 @@ class Controller:
 
     async def _events(self, obj: dict[str, Any], events: list[Event]) -> None:
         ref = Ref.of(obj)
+        about = {"dynamicprefix": ref.name}
+        if ref.kind != crd.KIND:  # a Service: its own name, and the DynamicPrefix it follows
+            dp = (obj["metadata"].get("annotations") or {}).get(poolplan.NAME)
+            about = {"service": f"{ref.namespace}/{ref.name}", **({"dynamicprefix": dp} if dp else {})}
         for e in events:
-            LOG.info(e.message, extra=kv(dynamicprefix=ref.name, reason=e.reason))
+            LOG.info(e.message, extra=kv(**about, reason=e.reason))
             try:
                 await asyncio.to_thread(self.kube.event, ref, e.type, e.reason, e.message, COMPONENT)
             except Exception as err:  # an Event is worth a log line, not a failed reconcile
@@ -724,8 +741,11 @@ class Controller:
         spec, status = self._dp_of(view)
         p = self._plan_service(view, spec, status)
         changed = await self._service_problem(key, obj, p)
-        if changed and view.annotations.get(poolplan.NAME) in self.dps:
-            self.enqueue(view.annotations[poolplan.NAME])  # its ServicesSynced condition changes
+        name, counted = view.annotations.get(poolplan.NAME), self._service_counted.get(key)
+        if changed or name != counted:  # a new problem or wait, or a Service its count is missing
+            for dp in {name, counted}:
+                if dp in self.dps:
+                    self.enqueue(dp)  # its ServicesSynced condition changes
         if p.annotations:
             await self._write_service(key, obj, p)
         else:
@@ -734,6 +754,14 @@ class Controller:
     async def _sync_services(
         self, name: str, spec: crd.DynamicPrefixSpec, status: crd.DynamicPrefixStatus
     ) -> tuple[bool, str, str]:
+        keys = sorted(
+            k
+            for k, o in self.services.items()
+            if (o["metadata"].get("annotations") or {}).get(poolplan.NAME) == name
+        )
+        for k in [k for k, dp in self._service_counted.items() if dp == name]:
+            del self._service_counted[k]
+        self._service_counted.update(dict.fromkeys(keys, name))
         if spec.transition.mode != "ha":
             mine = [
                 k
@@ -747,11 +775,6 @@ class Controller:
                 "SimpleMode",
                 "transition.mode is simple: Services keep the addresses Cilium gave them",
             )
-        keys = sorted(
-            k
-            for k, o in self.services.items()
-            if (o["metadata"].get("annotations") or {}).get(poolplan.NAME) == name
-        )
         writes = []
         chosen: set[IPv6Address] = set()
         for key in keys:

@@ -348,6 +348,25 @@ def _spec_schema() -> dict[str, Any]:
     return spec
 
 
+def _printer_columns() -> list[dict[str, Any]]:
+    """``kubectl get dp``: the prefix, and whether anything is wrong and why (RAListenerUnavailable, ...)."""
+
+    def condition(type_: str, field: str) -> str:
+        return f'.status.conditions[?(@.type=="{type_}")].{field}'
+
+    return [
+        {"name": "Prefix", "type": "string", "jsonPath": ".status.currentPrefix"},
+        {"name": "Source", "type": "string", "jsonPath": ".status.prefixSource"},
+        {"name": "Pools", "type": "string", "jsonPath": condition("PoolsSynced", "status"),
+         "description": "PoolsSynced: every pool and CIDR group that names this DynamicPrefix is in step."},
+        {"name": "Degraded", "type": "string", "jsonPath": condition("Degraded", "status")},
+        {"name": "Reason", "type": "string", "jsonPath": condition("Degraded", "reason"),
+         "description": "Why it is degraded (AsExpected when it is not)."},
+        {"name": "Message", "type": "string", "jsonPath": condition("Degraded", "message"), "priority": 1},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]  # fmt: skip
+
+
 def crd() -> dict[str, Any]:
     """The CustomResourceDefinition, ready to apply."""
     status_raw = DynamicPrefixStatus.model_json_schema(by_alias=True)
@@ -376,11 +395,7 @@ def crd() -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        {"name": "Prefix", "type": "string", "jsonPath": ".status.currentPrefix"},
-                        {"name": "Source", "type": "string", "jsonPath": ".status.prefixSource"},
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                    ],
+                    "additionalPrinterColumns": _printer_columns(),
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",

@@ -109,6 +109,7 @@ def configuration_md() -> str:
         "keys live in UCI form in /etc/config/routerd: `config routerd` holds the top-level keys,",
         "`config interface` and `config webhook` sections repeat, `config mqtt` (and tracker, publish,",
         "stdout) are the tables, `list` gives list values, and `option enabled '0'` turns a section off.",
+        "`routerd check-config --config FILE` validates a file without starting anything.",
         "",
         *model_reference(RouterdConfig, "top level"),
     ]
@@ -121,6 +122,8 @@ def configuration_md() -> str:
             "## clusterd",
             "",
             "A YAML file (`clusterd --config`; the Helm chart renders it from its values). Unknown keys are errors.",
+            "A complete example is in [clusterd.md](clusterd.md#running-clusterd-outside-the-chart);",
+            "`clusterd check-config --config FILE` validates a file without starting anything.",
             "",
             *model_reference(ClusterdConfig, "top level", style="yaml"),
         ]

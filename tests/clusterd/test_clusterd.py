@@ -514,3 +514,44 @@ def test_sigterm_hands_the_lease_over_at_once(cluster: KubeAPI, clusterd_factory
     wait_until(lambda: two.get("/leader")[0] == 200, timeout=10, what="two leads")
     assert time.monotonic() - t0 < 10  # far below the 30 s lease: one released it
     assert post_state(two.webhook_url, WEBHOOK_SECRET, state("edge", "br-lan", 1, prefix(A)))[0] == 200
+
+
+def test_kubectl_get_dp_shows_degraded_and_its_reason(cluster: KubeAPI, clusterd_factory: Any) -> None:
+    """The Table kubectl prints carries the PoolsSynced and Degraded columns, with the reason."""
+    create_dp(cluster, acquisition={"routerAdvertisement": {"interface": "eth0", "enabled": True}})
+    clusterd_factory().wait_ready()  # no raFallback: it has no RA listener
+    wait_until(lambda: condition(get_dp(cluster), "Degraded") == ("True", "RAListenerUnavailable"),
+               what="Degraded: RAListenerUnavailable")  # fmt: skip
+    resp = cluster.admin().call_api(
+        "GET", f"{cluster.url}/apis/{G}/{V}/{P}",
+        header_params={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+    )  # fmt: skip
+    resp.read()
+    table = json.loads(resp.data)
+    assert resp.status == 200 and table["kind"] == "Table", table
+    names = [c["name"] for c in table["columnDefinitions"]]
+    row = dict(zip(names, table["rows"][0]["cells"], strict=True))
+    pools = condition(get_dp(cluster), "PoolsSynced")
+    assert pools is not None and row["Pools"] == pools[0]
+    assert (row["Name"], row["Degraded"], row["Reason"]) == ("home", "True", "RAListenerUnavailable")
+    assert "enable raFallback" in row["Message"]
+
+
+def test_a_replayed_or_forged_mqtt_message_is_logged_with_the_sequences(
+    cluster: KubeAPI, mosquitto: Mosquitto, clusterd_factory: Any, mqtt_base: str
+) -> None:
+    router = mqtt_base.rsplit("/", 1)[1]
+    create_dp(cluster, router=router)
+    cd = clusterd_factory(mqtt_port=mosquitto.plain_port, webhook=False)
+    cd.wait_ready()
+    send(mosquitto, state(router, "br-lan", 5, prefix(A)))
+    wait_until(lambda: current(cluster) == A, what="A applied")
+    send(mosquitto, state(router, "br-lan", 5, prefix(A)))  # a redelivery: not worth a line
+    send(mosquitto, state(router, "br-lan", 3, prefix(B)))  # an old sequence with other content
+    cd.wait_log("ignored a message from")
+    line = next(x for x in cd.log_lines if "ignored a message from" in x)
+    for field in (f"router={router}", "interface=br-lan", "sequence=3", "expected=>5"):
+        assert field in line, line
+    assert cd.metric("dynamic_prefix_messages_total", transport="mqtt", result="stale") == 2
+    assert sum("ignored a message from" in x for x in cd.log_lines) == 1
+    assert current(cluster) == A

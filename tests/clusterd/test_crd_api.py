@@ -93,7 +93,8 @@ def test_defaults_and_printer_columns(kube: KubeAPI) -> None:
         "GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/dynamicprefixes.dynamic-prefix.io"
     )
     cols = [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]
-    assert cols == ["Prefix", "Source", "Age"] and crd["spec"]["names"]["shortNames"] == ["dp"]
+    assert cols == ["Prefix", "Source", "Pools", "Degraded", "Reason", "Message", "Age"]
+    assert crd["spec"]["names"]["shortNames"] == ["dp"]
 
 
 @pytest.mark.parametrize(

@@ -288,3 +288,38 @@ def test_metallb_services_move_to_the_new_address_and_report_what_ha_mode_cannot
     wait_until(
         lambda: "MetalLBOneAddressPerFamily" in events_for(cluster, "mlb"), what="an Event on the Service"
     )
+
+
+def services_synced_message(kube: KubeAPI) -> str:
+    c = next(
+        (c for c in get_dp(kube).get("status", {}).get("conditions", []) if c["type"] == "ServicesSynced"), {}
+    )
+    return str(c.get("message", ""))
+
+
+def test_a_service_annotated_later_is_counted_at_once_and_logged_under_its_own_name(
+    cluster: KubeAPI, ha: Any
+) -> None:
+    create_dp(cluster, addressRanges=[RANGE], transition={"mode": "ha", "maxPrefixHistory": 2})
+    cd = ha()
+    send(cd, 1, prefix(A))
+    service(cluster, "first", ingress=(addr(A),))
+    wait_until(lambda: services_synced_message(cluster) == "1 Service(s) in step", what="one Service counted")
+    # A Service that already has its address is annotated later: no wait or problem changes,
+    # only the count; nothing else (no message, no timer) makes the DynamicPrefix reconcile.
+    core = k8s.CoreV1Api(cluster.admin())
+    core.create_namespaced_service(NS, k8s.V1Service(
+        metadata=k8s.V1ObjectMeta(name="second"),
+        spec=k8s.V1ServiceSpec(type="LoadBalancer", ip_families=["IPv6"], ports=[k8s.V1ServicePort(port=443)]),
+    ))  # fmt: skip
+    give_address(cluster, "second", addr(A, "2b"))
+    core.patch_namespaced_service("second", NS, {"metadata": {"annotations": {
+        "dynamic-prefix.io/name": "home", "dynamic-prefix.io/service-address-range": "lb"}}})  # fmt: skip
+    wait_until(lambda: IPS in annotations(cluster, "second"), what="the second Service synced")
+    wait_until(lambda: services_synced_message(cluster) == "2 Service(s) in step", timeout=5,
+               what="the condition to count the second Service")  # fmt: skip
+    k8s.CoreV1Api(cluster.admin()).delete_namespaced_service("first", NS)
+    wait_until(lambda: services_synced_message(cluster) == "1 Service(s) in step", timeout=5,
+               what="the condition to drop the deleted Service")  # fmt: skip
+    line = next(x for x in cd.log_lines if "reason=AddressesUpdated" in x and "second" in x)
+    assert "service=apps/second" in line and "dynamicprefix=home" in line, line

@@ -421,7 +421,11 @@ def start_session_apiserver(workdir: Path) -> KubeAPI:
     etcd = testbin.find("etcd") or testbin.build("etcd")
     apiserver = testbin.find("kube-apiserver") or testbin.build("kube-apiserver")
     api = KubeAPI(workdir=workdir, etcd_bin=etcd, apiserver_bin=apiserver)
-    api.start()
+    try:
+        api.start()
+    except BaseException:  # not ready, or interrupted (Ctrl-C, SIGTERM): leave no etcd behind
+        api.stop()
+        raise
     return api
 
 

@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,8 +66,31 @@ class Tool:
         if self.name == "etcd":
             return f"-X go.etcd.io/etcd/api/v3/version.GitSHA=v{v}"
         if self.name == "helm":
-            return f"-X helm.sh/helm/v3/internal/version.version=v{v}"
+            return f"-X helm.sh/helm/v3/internal/version.version=v{v} {self.build_flags()}"
         raise ValueError(self.name)
+
+    def build_flags(self) -> str:
+        """Flags beyond the version (which the cache key names already); they are part of the key."""
+        if self.name != "helm":
+            return ""
+        # Offline (helm template) helm assumes the Kubernetes version these set; without them it
+        # assumes v1.20 and refuses charts that need newer. helm's Makefile sets them from client-go.
+        major, minor = _client_go_kube_version(TESTBIN / self.module_dir / "go.mod")
+        return " ".join(
+            f"-X helm.sh/helm/v3/pkg/{pkg}.k8sVersion{part}={value}"
+            for pkg in ("chartutil", "lint/rules")
+            for part, value in (("Major", major), ("Minor", minor))
+        )
+
+
+def _client_go_kube_version(gomod: Path) -> tuple[str, str]:
+    """(major, minor) of the Kubernetes release matching the module's k8s.io/client-go (v0.37.0 -> 1, 37)."""
+    for line in gomod.read_text().splitlines():
+        parts = line.split()
+        if parts[:1] == ["k8s.io/client-go"]:
+            major, minor = parts[1].removeprefix("v").split(".")[:2]
+            return str(int(major) + 1), minor
+    raise ValueError(f"{gomod} does not require k8s.io/client-go")
 
 
 TOOLS = {
@@ -91,7 +115,8 @@ def cache_root() -> Path:
 
 
 def _key(tool: Tool) -> str:
-    digest = hashlib.sha256((TESTBIN / tool.module_dir / "go.sum").read_bytes()).hexdigest()[:12]
+    go_sum = (TESTBIN / tool.module_dir / "go.sum").read_bytes()
+    digest = hashlib.sha256(go_sum + tool.build_flags().encode()).hexdigest()[:12]
     return f"{tool.name}-v{tool.version}-{digest}"
 
 
@@ -134,12 +159,17 @@ def build(name: str) -> Path:
     dest = cached_path(name)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with open(dest.parent / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a parallel run waits for the same build
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for another run that is building {name} v{tool.version}")
+            fcntl.flock(lock, fcntl.LOCK_EX)  # a parallel run waits for the same build
         if dest.is_file():
             return dest
         tmp = dest.with_suffix(".tmp")
-        print(f"building {name} v{tool.version} (once; cached in {dest.parent})", file=sys.stderr)
-        subprocess.run(
+        say(f"building {name} v{tool.version} (once; cached in {dest.parent})")
+        _progress(
+            name,
             [
                 go,
                 "build",
@@ -150,12 +180,35 @@ def build(name: str) -> Path:
                 str(tmp),
                 tool.package,
             ],
-            cwd=TESTBIN / tool.module_dir,
-            env={**os.environ, "CGO_ENABLED": "0"},
-            check=True,
+            TESTBIN / tool.module_dir,
+            {**os.environ, "CGO_ENABLED": "0"},
         )
         tmp.rename(dest)
     return dest
+
+
+def say(text: str) -> None:
+    print(f"==> {text}", file=sys.stderr, flush=True)
+
+
+def _progress(name: str, argv: list[str], cwd: Path, env: dict[str, str], every: float = 30.0) -> None:
+    """Run a build, saying every ``every`` seconds that it is still going, and how long it took."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, cwd=cwd, env=env)
+    while True:
+        try:
+            code = proc.wait(timeout=every)
+            break
+        except subprocess.TimeoutExpired:
+            say(f"still building {name} ({_elapsed(t0)})")
+    if code != 0:
+        raise subprocess.CalledProcessError(code, argv)
+    say(f"built {name} in {_elapsed(t0)}")
+
+
+def _elapsed(t0: float) -> str:
+    m, s = divmod(int(time.monotonic() - t0), 60)
+    return f"{m}m{s:02d}s"
 
 
 def main(argv: list[str]) -> int:
@@ -169,8 +222,14 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 0
-    for n in names:
-        print(f"{n}: {build(n)}", file=sys.stderr)
+    missing = [n for n in names if find(n) is None]
+    if missing:
+        say(
+            f"first run: building {', '.join(missing)} from Go modules (nothing publishes these "
+            f"binaries for this machine). This takes several minutes, once; later runs reuse {cache_root()}."
+        )
+    for i, n in enumerate(names, 1):
+        print(f"[{i}/{len(names)}] {n}: {build(n)}", file=sys.stderr)
     return 0
 
 

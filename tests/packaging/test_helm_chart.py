@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 
 from tests.ground.apiserver import KubeAPI
@@ -102,6 +104,7 @@ def test_helm_install_into_the_real_api_server(helm: Path, kube: KubeAPI, tmp_pa
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
+    assert "No registry publishes ghcr.io/dynamic-prefix/clusterd" in out.stdout  # the NOTES say what to do
     apps = k8s.AppsV1Api(kube.admin())
     dep = apps.read_namespaced_deployment("dp-dynamic-prefix", "dynamic-prefix")
     assert dep.spec.replicas == 2
@@ -123,8 +126,6 @@ def test_install_yaml_is_rendered_from_the_current_chart(helm: Path) -> None:
 
 @pytest.mark.apiserver
 def test_install_yaml_is_accepted_by_the_api_server(kube: KubeAPI) -> None:
-    import yaml
-
     docs = [d for d in yaml.safe_load_all((ROOT / "manifests" / "install.yaml").read_text()) if d]
     ns = next(d for d in docs if d["kind"] == "Namespace")
     assert kube.request("POST", "/api/v1/namespaces", ns)[0] == 201
@@ -142,3 +143,19 @@ def test_install_yaml_is_accepted_by_the_api_server(kube: KubeAPI) -> None:
             continue
         code, body = kube.request("POST", paths[d["kind"]] + "?dryRun=All", d)
         assert code in (201, 409), f"{d['kind']} {d['metadata']['name']}: {code} {body}"
+
+
+def test_the_readmes_helm_template_command_works_as_written(helm: Path, tmp_path: Path) -> None:
+    """The README's command, run by the helm the tests build: no extra flags, the image it names."""
+    readme = (ROOT / "README.md").read_text()
+    (command,) = re.findall(r"^helm template .*?[^\\]$", readme, re.MULTILINE | re.DOTALL)
+    command = command.replace("\\\n", " ").replace("> dynamic-prefix.yaml", f"> {tmp_path}/out.yaml")
+    image = "registry.example.net/dynamic-prefix/clusterd"
+    env = {"PATH": f"{helm.parent}:/usr/bin:/bin", "HOME": str(tmp_path), "IMAGE": image}
+    out = subprocess.run(
+        ["sh", "-c", command], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, f"{command}: {out.stderr}"
+    docs = [d for d in yaml.safe_load_all((tmp_path / "out.yaml").read_text()) if d]
+    assert {"CustomResourceDefinition", "Deployment"} <= {d["kind"] for d in docs}
+    assert find(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"] == f"{image}:0.1.0"
