@@ -501,9 +501,10 @@ class Controller:
             self._applied[name] = applied
         await self._events(obj, events)
         self._schedule(name, next_check)
-        # Pools gain blocks before Services request addresses in them, and lose blocks only after
-        # the Services stopped requesting them: Cilium's no_pool condition does not clear once set.
-        await self._sync_pools(name, spec, status, shrink=False)
+        # In HA mode pools gain blocks before Services request addresses in them, and lose blocks
+        # only after the Services stopped requesting them: Cilium's no_pool condition does not clear
+        # once set. Simple mode writes no Service, so each pool changes in one write.
+        await self._sync_pools(name, spec, status, shrink=spec.transition.mode != "ha")
         # A webhook sender hears back once the status and pools are written; Services, which
         # can be thousands, follow and report through ServicesSynced.
         if rejected is not None:
@@ -560,7 +561,7 @@ class Controller:
     async def _sync_pools(
         self, name: str, spec: crd.DynamicPrefixSpec, status: crd.DynamicPrefixStatus, shrink: bool
     ) -> tuple[bool, str, str]:
-        """Write each pool's ``grow`` step, and with ``shrink`` its ``shrink`` step too."""
+        """Write each pool's ``grow`` step, or with ``shrink`` its final list in one write."""
         if not self.cilium_versions:
             return False, "CiliumCRDsMissing", "no CiliumLoadBalancerIPPool or CiliumCIDRGroup CRD is served"
         problems = []
@@ -576,37 +577,32 @@ class Controller:
             self._pool_problems.pop((plural, pname), None)
             current = list((pobj.get("spec") or {}).get(kind.field) or [])
             p = poolplan.plan(current, ann, want)
-            if shrink:
-                await self._apply(plural, kind, pobj, p.writes)
-            elif p.grow is not None:
-                await self._apply(plural, kind, pobj, (p.grow,))
+            await self._apply(plural, kind, pobj, p.final if shrink else p.grow)
             synced += 1
         if problems:
             return False, "PoolProblems", "; ".join(problems)
         return True, "Synced", f"{synced} pool(s) and CIDR group(s) in step"
 
     async def _apply(
-        self, plural: str, kind: poolplan.PoolKind, pobj: dict[str, Any], writes: tuple[poolplan.Write, ...]
+        self, plural: str, kind: poolplan.PoolKind, pobj: dict[str, Any], w: poolplan.Write | None
     ) -> None:
         pname = pobj["metadata"]["name"]
-        if not writes:
+        if w is None:
             self.metrics.pool_syncs.labels(kind.kind, pname, "unchanged").inc()
             return
-        version = self.cilium_versions[plural]
-        for w in writes:
-            self._fence()
-            try:
-                pobj = await asyncio.to_thread(
-                    self.kube.patch_list, version, plural, pobj, kind.field, w.entries,
-                    {poolplan.MANAGED: poolplan.managed_annotation(w.managed)},
-                )  # fmt: skip
-            except Exception:
-                self.metrics.pool_syncs.labels(kind.kind, pname, "failed").inc()
-                raise
-            self.metrics.api_writes.labels("pool").inc()
-            self.pools[(plural, pname)] = pobj
+        self._fence()
+        try:
+            pobj = await asyncio.to_thread(
+                self.kube.patch_list, self.cilium_versions[plural], plural, pobj, kind.field, w.entries,
+                {poolplan.MANAGED: poolplan.managed_annotation(w.managed)},
+            )  # fmt: skip
+        except Exception:
+            self.metrics.pool_syncs.labels(kind.kind, pname, "failed").inc()
+            raise
+        self.metrics.api_writes.labels("pool").inc()
+        self.pools[(plural, pname)] = pobj
         self.metrics.pool_syncs.labels(kind.kind, pname, "written").inc()
-        LOG.info("pool synced", extra=kv(kind=kind.kind, pool=pname, entries=len(writes[-1].entries)))
+        LOG.info("pool synced", extra=kv(kind=kind.kind, pool=pname, entries=len(w.entries)))
 
     async def _pool_problem(self, plural: str, pobj: dict[str, Any], problem: str) -> None:
         key = (plural, pobj["metadata"]["name"])
@@ -637,7 +633,7 @@ class Controller:
             return
         kind = next(k for k in poolplan.KINDS if k.plural == plural)
         current = list((pobj.get("spec") or {}).get(kind.field) or [])
-        await self._apply(plural, kind, pobj, poolplan.plan(current, ann, None).writes)
+        await self._apply(plural, kind, pobj, poolplan.plan(current, ann, None).final)
 
     # -- Services (HA mode) -------------------------------------------------------------------------------
 

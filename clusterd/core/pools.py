@@ -71,6 +71,11 @@ class PoolPlan:
     def writes(self) -> tuple[Write, ...]:
         return tuple(w for w in (self.grow, self.shrink) if w is not None)
 
+    @property
+    def final(self) -> Write | None:
+        """The one write to the final list, for when no Service sits between the two steps."""
+        return self.shrink or self.grow
+
 
 def prefixes_in_use(status: DynamicPrefixStatus) -> list[IPv6Network]:
     """The current prefix first, then the draining ones: what pools must still hold."""

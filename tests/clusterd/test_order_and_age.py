@@ -95,10 +95,9 @@ def test_six_renumberings_cost_one_change_each_and_a_pruned_prefix_stays_pruned(
     for i, (history, blocks) in enumerate(seen):
         keep = [SIX[i], *reversed(SIX[max(0, i - 2) : i])]
         assert (history, blocks) == (keep, [V4, *map(block, keep)]), f"after {SIX[i]}"
-    # One status write each. Two pools each change once: a write each while blocks are only
-    # added; from the fourth on a pruned prefix's block goes too, written add-first
-    # (clusterd/core/pools.py).
-    assert spent == [(1, 2)] * 3 + [(1, 4)] * 3
+    # One status write each, and one write per pool: simple mode writes no Service, so a pool that
+    # gains the new block and loses a pruned one changes in a single write.
+    assert spent == [(1, 2)] * 6
     assert (events["PrefixAcquired"], events["PrefixChanged"], events["PrefixPruned"]) == (1, 5, 3)
     assert sorted(dp["status"]["pruned"]) == sorted(SIX[:3])
     assert get_pool(cluster, "cluster-egress", "ciliumcidrgroups")["spec"]["externalCIDRs"] == [

@@ -87,6 +87,9 @@ def test_new_blocks_are_added_before_old_ones_are_removed() -> None:
     ann = {pools.MANAGED: json.dumps([OLD])}
     p = pools.plan([V4, OLD], ann, [NEW])
     assert p.writes == (pools.Write([V4, OLD, NEW], [OLD, NEW]), pools.Write([V4, NEW], [NEW]))
+    # With no Service to write in between (simple mode), the final list goes in one write.
+    assert p.final == pools.Write([V4, NEW], [NEW])
+    assert pools.plan([V4], {}, [NEW]).final == pools.Write([V4, NEW], [NEW])
 
 
 def test_blocks_are_removed_only_in_the_shrink_step_that_follows_the_services() -> None:
