@@ -49,6 +49,9 @@ from routerd.core.wire import PrefixState, timestamp
 from routerd.logs import RateLimited, kv
 
 LOG = logging.getLogger("routerd")
+RS_ATTEMPTS = 4
+"""Router Solicitations tried when a link comes up before its link-local address is usable."""
+RS_RETRY = 1.0
 DELIVERY_SLACK = 30.0
 """Seconds beyond a heartbeat (and the hold-down) a sink may take to deliver before status says not ok."""
 
@@ -468,9 +471,22 @@ class Daemon:
             return
         self._ra[name] = sock
         self._loop.add_reader(sock.fileno(), self._on_ra_readable, name)
+        self._solicit(name, sock, attempt=1)
+
+    def _solicit(self, name: str, sock: RASocket, attempt: int) -> None:
+        """Send a Router Solicitation; retried while a link that just came up has no usable
+        link-local address yet (its DAD takes about a second: ENETUNREACH, EADDRNOTAVAIL)."""
+        assert self._loop is not None
+        if self._ra.get(name) is not sock:
+            return  # closed or reopened meanwhile
         try:
             sock.solicit()
         except OSError as e:
+            if attempt < RS_ATTEMPTS:
+                LOG.info(f"router solicitation failed ({e.strerror or e}); retrying in {RS_RETRY}s",
+                         extra=kv(interface=name))  # fmt: skip
+                self._loop.call_later(RS_RETRY, self._solicit, name, sock, attempt + 1)
+                return
             LOG.warning(f"router solicitation failed: {e.strerror or e}", extra=kv(interface=name))
             return
         LOG.info(f"waiting for a Router Advertisement on {name} (sent a Router Solicitation)",

@@ -58,7 +58,9 @@ def test_the_openwrt_quick_starts_edit_of_the_shipped_file_turns_mqtt_on(tmp_pat
     """The quick start says to edit /etc/config/routerd: its snippet's options, set in the shipped
     file's sections of the same type (as `uci set` would), must leave MQTT on (it ships off)."""
     doc = (ROOT / "docs" / "quickstart-openwrt-mqtt.md").read_text()
-    snippet = next(b for b in re.findall(r"```\n(.*?)```", doc, re.S) if b.startswith("config routerd"))
+    snippet = next(
+        b for b in re.findall(r"^```[a-z]*\n(.*?)^```", doc, re.S | re.M) if b.startswith("config routerd")
+    )
     shipped = _uci_sections((FILES / "routerd.config").read_text())
     for stype, _name, lines in _uci_sections(snippet):
         target = next(opts for t, _, opts in shipped if t == stype)
