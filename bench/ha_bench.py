@@ -22,7 +22,7 @@ from kubernetes import watch
 
 from bench.common import cpu_percent_over, cpu_seconds, rss_mb
 from tests.ground.apiserver import KubeAPI
-from tests.ground.clusterd_proc import WEBHOOK_SECRET, Clusterd
+from tests.ground.clusterd_proc import WEBHOOK_SECRET, Barrier, Clusterd
 from tests.ground.messages import post_state, prefix, state
 from tests.ground.waiting import wait_until
 
@@ -144,6 +144,7 @@ def run(
             return conds.get("ServicesSynced", {}).get("message") == f"{services} Service(s) in step"
 
         wait_until(settled, timeout=60, what="ServicesSynced for the first prefix")
+        barrier = Barrier(kube, cd, f"{name}-barrier")
         writes0 = cd.metric("dynamic_prefix_api_writes_total")
         cpu0 = {k: cpu_seconds(pid) for k, pid in _pids(kube, cd).items()}
         by0 = {r: cd.metric("dynamic_prefix_api_writes_total", resource=r) for r in RESOURCES}
@@ -159,7 +160,7 @@ def run(
         )
         converge = time.monotonic() - t0
         cpu = {k: round(cpu_seconds(pid) - cpu0[k], 2) for k, pid in _pids(kube, cd).items()}
-        time.sleep(1.0)
+        barrier.wait()  # the change's reconcile has ended: every write it made is counted
         writes = cd.metric("dynamic_prefix_api_writes_total") - writes0
         out["change"] = {
             "webhook_answer": f"{code} after {acked:.2f} s",
@@ -175,7 +176,7 @@ def run(
         writes1 = cd.metric("dynamic_prefix_api_writes_total")
         code, _text = post_state(cd.webhook_url, WEBHOOK_SECRET,
                                 state(name, "br-lan", 3, prefix(B), prefix(A, "withdrawn", valid=7200)))  # fmt: skip
-        time.sleep(1.0)
+        barrier.wait()  # its reconcile has ended (the answer came from its middle)
         out["repeated_message"] = {
             "answer": code,
             "api_writes": int(cd.metric("dynamic_prefix_api_writes_total") - writes1),

@@ -35,6 +35,11 @@ from tests.ground.ports import free_port
 
 BASE_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
 TEST_LABEL = "dynamic-prefix.io/test"
+# Requests made as a ServiceAccount (clusterd under the chart's RBAC) are audited; nothing else is.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata", "userGroups": ["system:serviceaccounts"]}, {"level": "None"}],
+}  # fmt: skip
 
 
 @dataclass
@@ -53,6 +58,9 @@ class KubeAPI:
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.audit_policy = self.workdir / "audit-policy.yaml"
+        self.audit_policy.write_text(yaml.safe_dump(AUDIT_POLICY))
+        self.audit_log = self.workdir / "audit.log"
         self.ca = trustme.CA(organization_name="dynamic-prefix test CA")
         self.ca_file = self.workdir / "ca.pem"
         self.ca.cert_pem.write_to_path(str(self.ca_file))
@@ -124,6 +132,9 @@ class KubeAPI:
                 "--allow-privileged=true",
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
+                f"--audit-policy-file={self.audit_policy}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-mode=blocking",  # an answered request is in the log
                 "--v=1",
             ],
             stdout=log,
@@ -182,6 +193,18 @@ class KubeAPI:
             yield
         finally:
             self._apiserver.send_signal(signal.SIGCONT)
+
+    def audit_offset(self) -> int:
+        """Where the audit log ends now: pass it to :meth:`refused` to see only later requests."""
+        return self.audit_log.stat().st_size if self.audit_log.exists() else 0
+
+    def refused(self, since: int, username: str) -> list[dict[str, Any]]:
+        """The requests ``username`` made after ``since`` that RBAC refused (403), from the audit log."""
+        with open(self.audit_log, "rb") as f:
+            f.seek(since)
+            events = [json.loads(line) for line in f.read().splitlines() if line.strip()]
+        return [e for e in events if e["user"]["username"] == username
+                and e.get("responseStatus", {}).get("code") == 403]  # fmt: skip
 
     def log_tail(self, lines: int = 40) -> str:
         path = self.workdir / "kube-apiserver.log"

@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes import client as k8s
 
 from tests.ground.apiserver import KubeAPI, env_without_proxy
+from tests.ground.messages import post_state, prefix, state
 from tests.ground.ports import free_port
-from tests.ground.waiting import wait_for_line
+from tests.ground.waiting import wait_for_line, wait_until
 
 WEBHOOK_SECRET = b"clusterd-test-webhook-secret-0123456789"
+DP = ("dynamic-prefix.io", "v1alpha1", "dynamicprefixes")
 
 
 class Clusterd:
@@ -47,7 +50,7 @@ class Clusterd:
         self.secret_file = workdir / "webhook.key"  # WEBHOOK_SECRET: a webhook sender signs with it too
         self.secret_file.write_bytes(WEBHOOK_SECRET)
         self.health_port = free_port()
-        self.webhook_port = free_port() if webhook else None
+        self.webhook_port = free_port()  # listened on only with ``webhook``
         cfg: dict[str, Any] = {
             "kubeconfig": str(kube.kubeconfig(workdir / "kubeconfig", token=token)),
             "namespace": "dynamic-prefix",
@@ -136,3 +139,52 @@ class Clusterd:
             except subprocess.TimeoutExpired:
                 self.kill()
         return int(self.proc.returncode)
+
+
+class Barrier:
+    """Wait until clusterd has finished every reconcile queued before now, its writes made and counted.
+
+    clusterd reconciles one key at a time, in the order the keys were queued,
+    and its webhook answers a message from inside the reconcile that message
+    started. So the answer to a message posted now means that every reconcile
+    queued before it ran to its end. The message goes to a DynamicPrefix of
+    the barrier's own, without pools or Services, and repeats the state it
+    already holds with a new sequence: a heartbeat, which writes nothing (each
+    wait checks that), so the barrier adds nothing to the writes a test
+    counts. The clusterd needs its webhook.
+    """
+
+    PREFIX = "2001:db8:ba::/64"
+
+    def __init__(self, kube: KubeAPI, cd: Clusterd, name: str = "barrier") -> None:
+        self.cd, self.name, self.router = cd, name, f"{name}-router"
+        self._custom = k8s.CustomObjectsApi(kube.admin())
+        self._sequence = 0
+        self.answer = ""
+        self._custom.create_cluster_custom_object(*DP, {
+            "apiVersion": "dynamic-prefix.io/v1alpha1", "kind": "DynamicPrefix", "metadata": {"name": name},
+            "spec": {"acquisition": {"routerd": {"router": self.router, "interface": "lan"}},
+                     "transition": {"mode": "ha", "maxPrefixHistory": 2}}})  # fmt: skip
+        # clusterd answers 202 until its watch has brought the new DynamicPrefix.
+        wait_until(lambda: self._post() == 200, 30, "clusterd to take the barrier's DynamicPrefix")
+        # The reconciles that wrote its first status (and their echoes) end before the next answer.
+        wait_until(self._quiet, 30, "the barrier's DynamicPrefix to settle")
+
+    def _post(self) -> int:
+        self._sequence += 1
+        msg = state(self.router, "lan", self._sequence, prefix(self.PREFIX))
+        code, self.answer = post_state(self.cd.webhook_url, WEBHOOK_SECRET, msg)
+        return code
+
+    def _version(self) -> str:
+        return str(self._custom.get_cluster_custom_object(*DP, self.name)["metadata"]["resourceVersion"])
+
+    def _quiet(self) -> bool:
+        """Post a heartbeat; True if it was answered and wrote nothing."""
+        before = self._version()
+        code = self._post()
+        assert code == 200, f"the barrier's heartbeat was answered {code}: {self.answer}"
+        return self._version() == before
+
+    def wait(self) -> None:
+        assert self._quiet(), "the barrier's heartbeat wrote its DynamicPrefix: it would be counted"

@@ -112,6 +112,7 @@ def routerd_toml(
     *,
     router_id: str = "edge",
     hold_down: float = 0.2,
+    heartbeat: float | None = None,
     netlink: bool = False,
     stdout: bool | None = None,
     mqtt_port: int | None = None,
@@ -125,6 +126,8 @@ def routerd_toml(
     if control_socket is not None:
         lines.append(f'control_socket = "{control_socket}"')
     lines += ["[publish]", f"hold_down = {hold_down}"]
+    if heartbeat is not None:
+        lines.append(f"heartbeat = {heartbeat}")
     if stdout is not None:
         lines += ["[stdout]", f"enabled = {str(stdout).lower()}"]
     lines += ["[[interface]]", f'name = "{interface}"', f"netlink = {str(netlink).lower()}"]

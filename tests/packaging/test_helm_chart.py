@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import subprocess
 import sys
@@ -110,7 +111,8 @@ def test_helm_install_into_the_real_api_server(helm: Path, kube: KubeAPI, tmp_pa
     assert dep.spec.replicas == 2
     rbac = k8s.RbacAuthorizationV1Api(kube.admin())
     assert rbac.read_cluster_role("dp-dynamic-prefix").rules
-    assert k8s.CoreV1Api(kube.admin()).read_namespaced_secret("dp-dynamic-prefix-webhook", "dynamic-prefix")
+    secret = k8s.CoreV1Api(kube.admin()).read_namespaced_secret("dp-dynamic-prefix-webhook", "dynamic-prefix")
+    assert secret.data == {"hmac": base64.b64encode(b"abc").decode()}, "webhook.secret=abc is the HMAC key"
     out = subprocess.run([str(helm), "uninstall", "dp", "--namespace", "dynamic-prefix", "--kubeconfig",
                           str(kubeconfig)], capture_output=True, text=True, check=False)  # fmt: skip
     assert out.returncode == 0, out.stderr

@@ -21,6 +21,7 @@ from kubernetes import client as k8s
 from kubernetes import watch
 
 from bench.common import open_fds, rss_mb
+from routerd.cli import control_request
 from tests.ground.apiserver import KubeAPI
 from tests.ground.clusterd_proc import Clusterd
 from tests.ground.mosquitto import Mosquitto
@@ -76,6 +77,7 @@ class Pipeline:
         self.link: Forwarder = lab.forward(self.broker.plain_port)
         self.advertised = Advertised()
         self.routerd: Routerd | None = None
+        self.control = work / "routerd.sock"
         self.clusterds: list[Clusterd] = []
         self.versions: list[dict[str, Any]] = []
         self._watch = watch.Watch()
@@ -123,18 +125,27 @@ class Pipeline:
         threading.Thread(target=self._record, daemon=True).start()
 
     def start_routerd(
-        self, hold_down: float = 0.2, wrap: list[str] | None = None, allowed_routers: list[str] | None = None
+        self,
+        hold_down: float = 0.2,
+        wrap: list[str] | None = None,
+        allowed_routers: list[str] | None = None,
+        heartbeat: float | None = None,
     ) -> Routerd:
         if self.routerd is not None:
             self.routerd.stop()
-        toml = routerd_toml(self.lab.host_if, hold_down=hold_down, stdout=True, mqtt_port=self.broker.plain_port,
-                            allowed_routers=allowed_routers or ())  # fmt: skip
+        toml = routerd_toml(self.lab.host_if, hold_down=hold_down, heartbeat=heartbeat, stdout=True,
+                            mqtt_port=self.broker.plain_port, allowed_routers=allowed_routers or (),
+                            control_socket=self.control)  # fmt: skip
         self.routerd = Routerd(self.lab, self.work / "routerd", toml, wrap=wrap)
         return self.routerd
 
-    def start_clusterd(self, identity: str = "clusterd-0", **kw: Any) -> Clusterd:
+    def routerd_status(self) -> dict[str, Any]:
+        """The running routerd's counters and last published states, from its control socket."""
+        return control_request(self.control, {"op": "status"})
+
+    def start_clusterd(self, identity: str = "clusterd-0", webhook: bool = False, **kw: Any) -> Clusterd:
         cd = Clusterd(self.kube, self.work / identity, mqtt_port=self.broker.plain_port, identity=identity,
-                      webhook=False, **kw)  # fmt: skip
+                      webhook=webhook, **kw)  # fmt: skip
         self.clusterds.append(cd)
         cd.wait_ready()
         return cd

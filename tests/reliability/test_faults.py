@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from tests.ground.apiserver import KubeAPI
+from tests.ground.clusterd_proc import Barrier, Clusterd
 from tests.ground.netlab import AdvPrefix, Lab
 from tests.ground.require import require_program
-from tests.ground.routerd_proc import current
+from tests.ground.routerd_proc import Routerd, current, states
 from tests.ground.waiting import wait_until
 from tests.reliability.pipeline import Pipeline, block
 
@@ -34,13 +35,14 @@ def pipe(cluster: KubeAPI, lab: Lab, tmp_path: Path) -> Iterator[Pipeline]:
     p.close()
 
 
-def started(pipe: Pipeline, **clusterd: Any) -> None:
+def started(pipe: Pipeline, **clusterd: Any) -> tuple[Clusterd, Routerd]:
     """clusterd and routerd up, prefix A current everywhere, the Service holding its A address."""
-    pipe.start_clusterd(**clusterd)
+    cd = pipe.start_clusterd(**clusterd)
     pipe.advertise([AdvPrefix(A, **LONG)], start=True)
-    pipe.start_routerd()
+    r = pipe.start_routerd()
     pipe.wait_current(A)
     pipe.give_service_address(A)
+    return cd, r
 
 
 @pytest.mark.parametrize("persistence", [False, True])
@@ -48,11 +50,10 @@ def test_broker_killed_and_restarted_during_a_prefix_change(cluster: KubeAPI, la
                                                             persistence: bool) -> None:  # fmt: skip
     pipe = Pipeline(cluster, lab, tmp_path, persistence=persistence)
     try:
-        started(pipe)
+        _, r = started(pipe)
         pipe.broker.stop(signal.SIGKILL)
         pipe.advertise([AdvPrefix(A, valid=0, preferred=0), AdvPrefix(B, **LONG)])
-        assert pipe.routerd is not None
-        pipe.routerd.wait_for(lambda m: current(m) == B)  # routerd has it; the broker does not
+        r.wait_for(lambda m: current(m) == B)  # routerd has it; the broker does not
         pipe.broker.start()
         pipe.wait_current(B, timeout=90)
         assert block(A) in pipe.pool()  # A's valid lifetime (two-hour rule) is not over
@@ -62,16 +63,26 @@ def test_broker_killed_and_restarted_during_a_prefix_change(cluster: KubeAPI, la
 
 
 def test_api_server_and_etcd_stopped_during_a_drain(pipe: Pipeline, cluster: KubeAPI) -> None:
-    started(pipe)
+    cd, r = started(pipe)
     pipe.advertise([AdvPrefix(A, valid=0, preferred=0), AdvPrefix(B, **LONG)])
     pipe.wait_current(B)
     cluster.stop()
+    errors = cd.metric("dynamic_prefix_reconcile_errors_total")
     pipe.advertise(
         [AdvPrefix(A, valid=0, preferred=0), AdvPrefix(B, valid=0, preferred=0), AdvPrefix(C, **LONG)]
     )
-    assert pipe.routerd is not None
-    pipe.routerd.wait_for(lambda m: current(m) == C)
-    time.sleep(3)  # clusterd fails to write and backs off while the API is gone
+    r.wait_for(lambda m: current(m) == C)
+
+    # clusterd fails to write C while the API is gone, and retries with backoff: 0.5 s, then 1 s, then
+    # 2 s, so the fourth failure comes at least 3.5 s after the first. Without backoff it comes
+    # within milliseconds (hundreds of failures a second).
+    def failures(at_least: int) -> bool:
+        return cd.metric("dynamic_prefix_reconcile_errors_total") - errors >= at_least
+
+    wait_until(lambda: failures(1), 30, "a failed attempt to write C")
+    first = time.monotonic()
+    wait_until(lambda: failures(4), 30, "three retries, failed too")
+    assert time.monotonic() - first >= 3.0, "clusterd retried without backing off"
     cluster.start()
     pipe.restart_watch()
     pipe.wait_current(C, timeout=120)
@@ -130,12 +141,11 @@ def test_leader_killed_mid_transition_the_other_replica_finishes_it(pipe: Pipeli
 
 
 def test_routerd_restarted_relearns_and_its_sequence_goes_on(pipe: Pipeline) -> None:
-    started(pipe)
-    assert pipe.routerd is not None
-    before = pipe.routerd.wait_for(lambda m: current(m) == A)
+    _, r = started(pipe)
+    before = r.wait_for(lambda m: current(m) == A)
     status = pipe.dp()["status"]
-    pipe.start_routerd()  # stop and start: it re-learns from the RAs it solicits
-    after = pipe.routerd.wait_for(lambda m: current(m) == A, timeout=30)
+    r = pipe.start_routerd()  # stop and start: it re-learns from the RAs it solicits
+    after = r.wait_for(lambda m: current(m) == A, timeout=30)
     assert after["sequence"] > before["sequence"] and after["boot"] != before["boot"]
     # The status records the new run (its boot orders later messages); nothing else moves.
     wait_until(lambda: pipe.dp()["status"]["source"]["boot"] == after["boot"], 20, "the new boot recorded")
@@ -148,14 +158,12 @@ def test_routerd_restarted_relearns_and_its_sequence_goes_on(pipe: Pipeline) -> 
 def test_routerd_cut_off_longer_than_the_old_prefixs_valid_lifetime(pipe: Pipeline) -> None:
     pipe.start_clusterd()
     pipe.advertise([AdvPrefix(A, valid=25, preferred=20)], start=True)
-    pipe.start_routerd()
+    r = pipe.start_routerd()
     pipe.wait_current(A)
     pipe.advertise([AdvPrefix(A, valid=0, preferred=0), AdvPrefix(B, **LONG)])
-    assert pipe.routerd is not None
-    pipe.routerd.wait_for(lambda m: current(m) == B)
+    r.wait_for(lambda m: current(m) == B)
     pipe.link.cut()  # the cable between router and broker
-    pipe.routerd.wait_for(lambda m: all(p["prefix"] != A or p["validLifetime"] == 0 for p in m["prefixes"]),
-                          timeout=40)  # fmt: skip
+    r.wait_for(lambda m: all(p["prefix"] != A or p["validLifetime"] == 0 for p in m["prefixes"]), timeout=40)
     pipe.link.mend()
     pipe.wait_current(B, timeout=90)
     wait_until(lambda: block(A) not in pipe.pool(), 30, "A's block gone once its lifetime ran out")
@@ -166,11 +174,10 @@ def test_routerd_cut_off_longer_than_the_old_prefixs_valid_lifetime(pipe: Pipeli
 
 def test_the_routers_clock_jumps_back_a_day(pipe: Pipeline) -> None:
     faketime = require_program("faketime", "faketime")
-    started(pipe)
-    assert pipe.routerd is not None
-    before = pipe.routerd.wait_for(lambda m: current(m) == A)
-    pipe.start_routerd(wrap=[faketime, "-f", "-1d"])
-    after = pipe.routerd.wait_for(lambda m: current(m) == A, timeout=30)
+    _, r = started(pipe)
+    before = r.wait_for(lambda m: current(m) == A)
+    r = pipe.start_routerd(wrap=[faketime, "-f", "-1d"])
+    after = r.wait_for(lambda m: current(m) == A, timeout=30)
     assert after["observedAt"] < before["observedAt"], "the clock did not go back"
     assert after["sequence"] > before["sequence"], "ordering must not follow the wall clock"
     pipe.advertise([AdvPrefix(A, valid=0, preferred=0), AdvPrefix(B, **LONG)])
@@ -179,20 +186,30 @@ def test_the_routers_clock_jumps_back_a_day(pipe: Pipeline) -> None:
 
 
 def test_prefix_flapping_costs_a_bounded_number_of_writes(pipe: Pipeline) -> None:
-
-    cd = pipe.start_clusterd()
+    cd = pipe.start_clusterd(webhook=True)  # the webhook for the barrier
     pipe.advertise([AdvPrefix(A, **LONG)], start=True)
     pipe.start_routerd(hold_down=2.0)
     pipe.wait_current(A)
+    barrier = Barrier(pipe.kube, cd)
     writes = cd.metric("dynamic_prefix_api_writes_total")
     flips = [[AdvPrefix(A, valid=0, preferred=0), AdvPrefix(B, **LONG)],
              [AdvPrefix(B, valid=0, preferred=0), AdvPrefix(A, **LONG)]] * 3  # fmt: skip
     for adv in flips:  # A -> B -> A -> B ... within seconds
         pipe.advertise(adv)
         time.sleep(0.4)
-    pipe.wait_current(A, timeout=30)
-    time.sleep(3)  # the last coalesced publish (hold-down 2 s) lands
-    pipe.wait_current(A, timeout=30)
+    ras = pipe.routerd_status()["ras_accepted"]
+
+    def routerd_done_and_heard() -> bool:
+        """routerd took an RA sent after the last flip and published the state it gives; clusterd got it."""
+        st = pipe.routerd_status()
+        latest = st["interfaces"][pipe.lab.host_if]
+        received = cd.metric("dynamic_prefix_messages_total", transport="mqtt", result="received")
+        return bool(st["ras_accepted"] >= ras + 2  # one RA may have been on its way before the flip
+                    and current(latest) == A and states(latest).get(B) == "withdrawn"
+                    and received >= st["published"])  # fmt: skip
+
+    wait_until(routerd_done_and_heard, 30, "routerd's last coalesced state (hold-down 2 s) at clusterd")
+    barrier.wait()  # ...and every reconcile it started has made and counted its writes
     spent = cd.metric("dynamic_prefix_api_writes_total") - writes
     print(f"flapping: {spent:.0f} API writes for 6 flips")
     # Each applied change costs a status write, a pool write, a CIDR group write and the Service:

@@ -137,7 +137,7 @@ ca_file = "{ca_file}"
         r.wait_log("webhook answered HTTP 500; will retry")
         acked = wait_until(lambda: [x for x in hook.received if x["code"] == 200], what="a 200 from the hook")
         assert [x["code"] for x in hook.received] == [500, 200]
-        assert all(hook.verified)
+        assert hook.verified == [True, True], "each attempt carries a valid signature"
         assert acked[0]["body"]["sequence"] == msg["sequence"]
         assert "s3cret" not in r.log()
     finally:
