@@ -397,11 +397,14 @@ def test_replicas_whose_clocks_differ_by_more_than_the_lease_never_lead_together
         dies(ahead, behind)  # ahead's renewTime is two days in behind's future
         spec = sampler.api.read_namespaced_lease("dynamic-prefix-clusterd", "dynamic-prefix").spec
         assert spec.holder_identity == "behind" and spec.lease_transitions == 2
+        # The sampler, too, must see behind lead (it samples in its own thread: give it the time).
+        wait_until(lambda: any(lead.get("behind") for _, lead, _, _ in sampler.samples), timeout=5,
+                   what="the sampler sees behind lead")  # fmt: skip
+        sampler.watch(1.0)  # and a while after, so a second leader would show
     finally:
         sampler.stop()
     both = [(round(t, 2), lead) for t, lead, _, _ in sampler.samples if sum(lead.values()) > 1]
     assert not both, f"two replicas led at once: {both[:5]}"
-    assert any(lead.get("behind") for _, lead, _, _ in sampler.samples)
 
 
 def test_a_leader_whose_renewals_hang_steps_down_before_its_lease_could_pass(
