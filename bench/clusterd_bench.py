@@ -2,8 +2,8 @@
 
 Real everything: an RA injected on the router side of a lab, routerd,
 Mosquitto (or the webhook), clusterd, kube-apiserver. Latency runs from just
-before the RA is sent to the moment a watch in this process sees the object
-change. Reports numbers; asserts nothing.
+before the RA is sent (one ``sendto`` on a socket opened beforehand) to the
+moment a watch in this process sees the object change. Reports numbers; asserts nothing.
 """
 
 from __future__ import annotations
@@ -114,7 +114,6 @@ def pipeline(
             lab.forward(broker.plain_port)
             sink: dict[str, Any] = {"mqtt_port": broker.plain_port}
         else:
-            assert cd.webhook_port is not None
             lab.forward(cd.webhook_port)
             sink = {"webhook_url": cd.webhook_url, "webhook_secret_file": cd.secret_file}
         toml = routerd_toml(lab.host_if, router_id=name, hold_down=0, stdout=False, **sink)
@@ -130,16 +129,17 @@ def pipeline(
 
         wait_until(lambda: status_prefix() == str(B), timeout=30, what="the first prefix")
         to_status, to_pool = [], []
-        for i in range(changes):
-            packet, cur = flip(i)
-            want = block_start(cur)
-            t0 = time.monotonic()
-            lab.inject_ra(packet)
-            st = dp_obs.first(lambda o, c=str(cur): o.get("status", {}).get("currentPrefix") == c, t0)
-            pl = pool_obs.first(lambda o, w=want: o["spec"]["blocks"][1:2] == [{"start": w, "stop": w.replace(
-                ":0:f000::", ":0:ffff:ffff:ffff:ffff")}], t0)  # fmt: skip
-            to_status.append(st - t0)
-            to_pool.append(pl - t0)
+        with lab.ra_sender() as sender:
+            for i in range(changes):
+                packet, cur = flip(i)
+                want = block_start(cur)
+                t0 = time.monotonic()
+                sender.send(packet)
+                st = dp_obs.first(lambda o, c=str(cur): o.get("status", {}).get("currentPrefix") == c, t0)
+                pl = pool_obs.first(lambda o, w=want: o["spec"]["blocks"][1:2] == [{"start": w, "stop": w.replace(
+                    ":0:f000::", ":0:ffff:ffff:ffff:ffff")}], t0)  # fmt: skip
+                to_status.append(st - t0)
+                to_pool.append(pl - t0)
         out["ra_to_status"] = summary_ms(to_status)
         out["ra_to_pool"] = summary_ms(to_pool)
         out["clusterd_rss_after_mb"] = rss_mb(cd.proc.pid)

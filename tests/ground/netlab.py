@@ -348,6 +348,17 @@ class Lab:
 
     # -- hand-made packets ---------------------------------------------------------------
 
+    def ra_sender(
+        self, *, hop_limit: int = 255, source: str | None = None, dest: str = "ff02::1"
+    ) -> RASender:
+        """A socket on the router side for hand-made ICMPv6 (close it, or use it in ``with``).
+
+        ``source`` defaults to the router's link-local address (looked up
+        once, here); give a global address (added with ``add_address``) for
+        the off-link/rogue cases.
+        """
+        return RASender(self, hop_limit, source or self.router_ll, dest)
+
     def inject_ra(
         self,
         packet: bytes,
@@ -356,21 +367,42 @@ class Lab:
         source: str | None = None,
         dest: str = "ff02::1",
     ) -> None:
-        """Send raw ICMPv6 bytes from the router side (the kernel fills in the checksum).
+        """Send raw ICMPv6 bytes from the router side (the kernel fills in the checksum), once."""
+        with self.ra_sender(hop_limit=hop_limit, source=source, dest=dest) as sender:
+            sender.send(packet)
 
-        ``source`` defaults to the router's link-local address; give a global
-        address (added with ``add_address``) for the off-link/rogue cases.
-        """
-        with inside(self.router):
-            idx = socket.if_nametoindex(self.router_if)
-            s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-            try:
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, hop_limit)
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, hop_limit)
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, idx)
-                src = source or self.link_local(self.router, self.router_if)
-                scope = idx if ipaddress.IPv6Address(src).is_link_local else 0
-                s.bind((src, 0, 0, scope))
-                s.sendto(packet, (dest, 0, 0, idx))
-            finally:
-                s.close()
+
+class RASender:
+    """A raw ICMPv6 socket in a lab's router namespace, bound to its source address and interface.
+
+    Everything is set up when it opens, so :meth:`send` is one ``sendto``:
+    a benchmark that takes its timestamp just before ``send`` times the
+    packet, not a lookup or a socket's set-up.
+    """
+
+    def __init__(self, lab: Lab, hop_limit: int, source: str, dest: str) -> None:
+        with inside(lab.router):
+            idx = socket.if_nametoindex(lab.router_if)
+            self.sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+        try:
+            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, hop_limit)
+            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, hop_limit)
+            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, idx)
+            scope = idx if ipaddress.IPv6Address(source).is_link_local else 0
+            self.sock.bind((source, 0, 0, scope))
+        except OSError:
+            self.sock.close()
+            raise
+        self.dest = (dest, 0, 0, idx)
+
+    def send(self, packet: bytes) -> None:
+        self.sock.sendto(packet, self.dest)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> RASender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
