@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from kubernetes import client as k8s  # noqa: E402
 
+from tests.ground import crds  # noqa: E402
 from tests.ground.apiserver import apply_crds, load_yaml_docs, start_session_apiserver  # noqa: E402
 from tests.ground.clusterd_proc import Clusterd  # noqa: E402
 from tests.ground.mosquitto import Mosquitto  # noqa: E402
@@ -64,8 +65,8 @@ def main() -> int:
     try:
         say("a real kube-apiserver and etcd (built from their Go modules)")
         kube = start_session_apiserver(work / "kube")
-        apply_crds(kube, load_yaml_docs([ROOT / "manifests/crds/dynamic-prefix.io_dynamicprefixes.yaml",
-                                         ROOT / "tests/crds/cilium.yaml"]))  # fmt: skip
+        apply_crds(kube, [*load_yaml_docs([ROOT / "manifests/crds/dynamic-prefix.io_dynamicprefixes.yaml"]),
+                          *crds.cilium_clusterd_kinds()])  # fmt: skip
         print(kube.version, "at", kube.url)
         core = k8s.CoreV1Api(kube.admin())
         core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name="dynamic-prefix")))

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
-from tests.conftest import ROOT
-from tests.ground.apiserver import KubeAPI, apply_crds, delete_crd, load_yaml_docs
+from tests.ground import crds
+from tests.ground.apiserver import KubeAPI, apply_crds, delete_crd
 from tests.ground.clusterd_proc import WEBHOOK_SECRET, Clusterd
 from tests.ground.messages import post, post_state, prefix, sign, state
 from tests.ground.mosquitto import Mosquitto
@@ -204,7 +204,7 @@ def test_a_cluster_serving_only_v2alpha1(
 ) -> None:
     for name in ("ciliumloadbalancerippools.cilium.io", "ciliumcidrgroups.cilium.io"):
         delete_crd(cluster, name)
-    apply_crds(cluster, load_yaml_docs([ROOT / "tests" / "crds" / "cilium-v2alpha1-only.yaml"]))
+    apply_crds(cluster, crds.cilium_v2alpha1_only())
     router = mqtt_base.rsplit("/", 1)[1]
     create_dp(cluster, router=router)
     create_pool(cluster, "old-cilium", [V4], version="v2alpha1")
@@ -228,7 +228,7 @@ def test_missing_cilium_crds_are_a_condition_then_picked_up(
     send(mosquitto, state(router, "br-lan", 1, prefix(A)))
     wait_until(lambda: condition(get_dp(cluster), "PoolsSynced") == ("False", "CiliumCRDsMissing"),
                what="CiliumCRDsMissing")  # fmt: skip
-    apply_crds(cluster, load_yaml_docs([ROOT / "tests" / "crds" / "cilium.yaml"]))
+    apply_crds(cluster, crds.cilium_clusterd_kinds())
     create_pool(cluster, "after", [])
     wait_until(
         lambda: get_pool(cluster, "after")["spec"]["blocks"] == [block(A)], what="pool synced after install"

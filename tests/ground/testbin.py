@@ -71,7 +71,7 @@ class Tool:
             return f"-X go.etcd.io/etcd/api/v3/version.GitSHA=v{v}"
         if self.name == "helm":
             return f"-X helm.sh/helm/v3/internal/version.version=v{v}"
-        if self.name == "cilium-operator":
+        if self.name == "cilium-operator-generic":
             return f"-X github.com/cilium/cilium/pkg/version.ciliumVersion={v}"
         if self.name == "metallb-controller":
             return ""  # MetalLB's version string is in its source
@@ -90,9 +90,9 @@ TOOLS = {
         Tool("etcd", "etcd", "go.etcd.io/etcd/server/v3", "ETCD_VERSION"),
         Tool("helm", "helm", "helm.sh/helm/v3/cmd/helm", "HELM_VERSION"),
         # Cilium's Makefile builds cilium-operator-generic with this tag: the
-        # operator without the cloud IPAM providers.
+        # operator without the cloud IPAM providers (it checks its own name).
         Tool(
-            "cilium-operator",
+            "cilium-operator-generic",
             "cilium-operator",
             "github.com/cilium/cilium/operator",
             "CILIUM_VERSION",
