@@ -237,6 +237,43 @@ def test_missing_cilium_crds_are_a_condition_then_picked_up(
     assert cd.proc.poll() is None
 
 
+def test_a_watch_started_before_its_kind_is_served_picks_it_up(cluster: KubeAPI) -> None:
+    """A CRD is served a moment after it appears (longer for a big one like Cilium's upstream CRDs).
+
+    clusterd starts a pool watch when the CRD appears; a list that lands in
+    between gets a 404, and no later CRD event restarts the watch.
+    """
+    import asyncio
+
+    from clusterd.adapters.kube import Watcher
+
+    for name in crds.CILIUM_CLUSTERD_KINDS:
+        delete_crd(cluster, name)
+
+    async def scenario() -> list[str]:
+        seen: list[str] = []
+        w = Watcher("pools", cluster.admin(), k8s.CustomObjectsApi(cluster.admin()).list_cluster_custom_object,
+                    ("cilium.io", "v2", "ciliumloadbalancerippools"), lambda kind, _obj: seen.append(kind),
+                    asyncio.get_running_loop())  # fmt: skip
+        w.start()
+        try:
+            for _ in range(100):  # the first list 404s: not served
+                await asyncio.sleep(0.05)
+                if seen:
+                    break
+            apply_crds(cluster, crds.cilium_clusterd_kinds())
+            for _ in range(300):
+                await asyncio.sleep(0.05)
+                if "SYNC" in seen:
+                    break
+        finally:
+            w.stop()
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert seen[:1] == ["GONE"] and "SYNC" in seen, seen
+
+
 def test_webhook_refuses_bad_input_with_4xx_and_writes_nothing(
     cluster: KubeAPI, clusterd_factory: Any
 ) -> None:
