@@ -1,24 +1,36 @@
-"""HA mode on the real API server: Services keep old addresses while DNS moves to the new prefix.
+"""HA mode on the real API server and the real Cilium LB-IPAM: Services keep old addresses while DNS moves.
 
-No Cilium runs here (there is no kubelet or datapath), so the test plays
-LB-IPAM's one part that matters: it writes the address a Service got into
-``status.loadBalancer.ingress`` through the status subresource, as Cilium
-would. Everything else — the watch, the planning, the annotation writes, the
-Events and conditions — is clusterd against kube-apiserver.
+cilium-operator (the ``cilium_operator`` fixture) allocates every Service
+address and writes ``status.loadBalancer.ingress``; clusterd keeps the pool
+and the Services' requested addresses (``lbipam.cilium.io/ips``) in step with
+the prefix. The tests never write a Service's status: which address a Service
+gets is LB-IPAM's choice, so the tests read it and derive the rest from its
+host offset.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from ipaddress import IPv6Address, IPv6Network, ip_address
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
 
-from tests.clusterd.test_clusterd import RANGE, condition, create_dp, events_for, get_dp
+from tests.clusterd.conftest import NS
+from tests.clusterd.test_clusterd import (
+    RANGE,
+    block,
+    condition,
+    create_dp,
+    create_pool,
+    events_for,
+    get_dp,
+    get_pool,
+)
 from tests.ground.apiserver import KubeAPI
 from tests.ground.clusterd_proc import WEBHOOK_SECRET, Clusterd
+from tests.ground.lbipam import IngressLog
 from tests.ground.messages import post_state, prefix, state
 from tests.ground.waiting import wait_until
 
@@ -26,36 +38,38 @@ pytestmark = pytest.mark.apiserver
 
 A, B, C = "2001:db8:a::/64", "2001:db8:b::/64", "2001:db8:c::/64"
 IPS, DNS = "lbipam.cilium.io/ips", "external-dns.alpha.kubernetes.io/target"
-NS = "apps"
+V4 = {"cidr": "192.0.2.0/24"}  # the user's own IPv4 block in the managed pool
+HA = {"mode": "ha", "maxPrefixHistory": 2}
 
 
 def addr(p: str, host: str = "2a") -> str:
     return f"{p.split('::/', maxsplit=1)[0]}:0:f000::{host}"
 
 
+def at(p: str, address: str) -> str:
+    """``address``'s host part in prefix ``p`` (the same offset in the range)."""
+    net = IPv6Network(p)
+    return str(net[int(IPv6Address(address)) & int(net.hostmask)])
+
+
+def in_range(p: str, address: str) -> bool:
+    """Inside the ``lb`` address range (``::f000:0:0:0`` - ``::ffff:ffff:ffff:ffff``) of prefix ``p``."""
+    a = ip_address(address)
+    net = IPv6Network(p)
+    return isinstance(a, IPv6Address) and a in net and (int(a) & int(net.hostmask)) >> 60 == 0xF
+
+
 def service(kube: KubeAPI, name: str, ann: dict[str, str] | None = None, families: tuple[str, ...] = ("IPv6",),
-            ingress: tuple[str, ...] = ()) -> None:  # fmt: skip
-    core = k8s.CoreV1Api(kube.admin())
-    annotations = {
-        "dynamic-prefix.io/name": "home",
-        "dynamic-prefix.io/service-address-range": "lb",
-        **(ann or {}),
-    }
-    core.create_namespaced_service(NS, k8s.V1Service(
-        metadata=k8s.V1ObjectMeta(name=name, annotations=annotations),
+            policy: str | None = None, managed: bool = True) -> None:  # fmt: skip
+    annotations = (
+        {"dynamic-prefix.io/name": "home", "dynamic-prefix.io/service-address-range": "lb"} if managed else {}
+    )
+    k8s.CoreV1Api(kube.admin()).create_namespaced_service(NS, k8s.V1Service(
+        metadata=k8s.V1ObjectMeta(name=name, annotations={**annotations, **(ann or {})}),
         spec=k8s.V1ServiceSpec(type="LoadBalancer", ip_families=list(families),
-                               ip_family_policy="RequireDualStack" if len(families) > 1 else "SingleStack",
+                               ip_family_policy=policy or ("RequireDualStack" if len(families) > 1 else "SingleStack"),
                                ports=[k8s.V1ServicePort(port=443)]),
     ))  # fmt: skip
-    if ingress:
-        give_address(kube, name, *ingress)
-
-
-def give_address(kube: KubeAPI, name: str, *ips: str) -> None:
-    """What Cilium LB-IPAM does when it assigns addresses."""
-    k8s.CoreV1Api(kube.admin()).patch_namespaced_service_status(
-        name, NS, {"status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ips]}}}
-    )
 
 
 def annotations(kube: KubeAPI, name: str) -> dict[str, str]:
@@ -73,20 +87,9 @@ def wait_annotations(kube: KubeAPI, name: str, ips: str | None, dns: str | None,
         raise TimeoutError(f"{e}; it has {annotations(kube, name)}") from None
 
 
-@pytest.fixture
-def ha(cluster: KubeAPI, tmp_path: Path) -> Any:
-    k8s.CoreV1Api(cluster.admin()).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=NS)))
-    started: list[Clusterd] = []
-
-    def start(name: str = "clusterd") -> Clusterd:
-        cd = Clusterd(cluster, tmp_path / name)
-        started.append(cd)
-        cd.wait_ready()
-        return cd
-
-    yield start
-    for cd in started:
-        cd.stop()
+def wait_pool(kube: KubeAPI, *blocks: dict[str, str], name: str = "lb-pool") -> None:
+    want = list(blocks)
+    wait_until(lambda: get_pool(kube, name)["spec"]["blocks"] == want, what=f"{name} = {want}")
 
 
 def send(cd: Clusterd, seq: int, *prefixes: dict[str, Any]) -> None:
@@ -94,60 +97,91 @@ def send(cd: Clusterd, seq: int, *prefixes: dict[str, Any]) -> None:
     assert code == 200, text
 
 
-def test_a_to_b_to_c_addresses_and_dns_at_every_step(cluster: KubeAPI, ha: Any) -> None:
-    create_dp(cluster, addressRanges=[RANGE], transition={"mode": "ha", "maxPrefixHistory": 2})
+def one_address(ips: tuple[str, ...]) -> bool:
+    return len(ips) == 1
+
+
+def test_a_to_b_to_c_addresses_and_dns_at_every_step(cluster: KubeAPI, ingress: IngressLog, ha: Any) -> None:
+    create_dp(cluster, addressRanges=[RANGE], transition=HA)
+    create_pool(cluster, "lb-pool", [V4])
     cd = ha()
     send(cd, 1, prefix(A))
-    service(cluster, "web", ingress=(addr(A),))
-    wait_annotations(cluster, "web", addr(A), addr(A))
+    wait_pool(cluster, V4, block(A))
+    service(cluster, "web")
+    (a,) = ingress.wait("web", one_address, "an address from LB-IPAM")
+    assert in_range(A, a), a
+    wait_annotations(cluster, "web", a, a)
     send(cd, 2, prefix(B), prefix(A, "withdrawn", valid=7200))
-    wait_annotations(cluster, "web", f"{addr(B)},{addr(A)}", addr(B))
-    give_address(cluster, "web", addr(B), addr(A))  # Cilium honours the request
+    wait_annotations(cluster, "web", f"{at(B, a)},{a}", at(B, a))
+    ingress.wait("web", lambda ips: set(ips) == {at(B, a), a}, "LB-IPAM honouring the request")
     send(cd, 3, prefix(C), prefix(B, "deprecated", valid=7200), prefix(A, "withdrawn", valid=7000))
-    wait_annotations(cluster, "web", f"{addr(C)},{addr(B)},{addr(A)}", addr(C))
+    wait_annotations(cluster, "web", f"{at(C, a)},{at(B, a)},{a}", at(C, a))
     send(cd, 4, prefix(A), prefix(C, "deprecated", valid=7200), prefix(B, "deprecated", valid=7000))
     # A comes back: one entry for it (no duplicate), B and C drain, maxPrefixHistory=2 holds.
-    wait_annotations(cluster, "web", f"{addr(A)},{addr(C)},{addr(B)}", addr(A))
+    wait_annotations(cluster, "web", f"{a},{at(C, a)},{at(B, a)}", a)
+    ingress.wait("web", lambda ips: set(ips) == {a, at(B, a), at(C, a)}, "all three addresses")
+    assert ingress.held_throughout("web", a), ingress.history("web")
     wait_until(
         lambda: condition(get_dp(cluster), "ServicesSynced") == ("True", "Synced"), what="ServicesSynced"
     )
     wait_until(lambda: "AddressesUpdated" in events_for(cluster, "web"), what="Events on the Service")
 
 
-def test_the_go_operators_bug_case_an_old_address_when_the_change_lands(cluster: KubeAPI, ha: Any) -> None:
-    create_dp(cluster, addressRanges=[RANGE], transition={"mode": "ha", "maxPrefixHistory": 2})
+def test_the_go_operators_bug_case_an_old_address_when_the_change_lands(
+    cluster: KubeAPI, ingress: IngressLog, ha: Any
+) -> None:
+    create_dp(cluster, addressRanges=[RANGE], transition=HA)
+    create_pool(cluster, "lb-pool", [V4])
     cd = ha()
-    send(cd, 1, prefix(B), prefix(A, "deprecated", valid=7200))  # the change has already landed
-    service(cluster, "legacy", ingress=(addr(A, "99"),))  # but the Service still holds its prefix-A address
-    wait_annotations(cluster, "legacy", f"{addr(B, '99')},{addr(A, '99')}", addr(B, "99"))
+    send(cd, 1, prefix(A))
+    wait_pool(cluster, V4, block(A))
+    service(cluster, "legacy", managed=False)  # it gets an A address before it opts in
+    (a,) = ingress.wait("legacy", one_address, "an address from LB-IPAM")
+    send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))  # the change has landed
+    wait_pool(cluster, V4, block(B), block(A))
+    k8s.CoreV1Api(cluster.admin()).patch_namespaced_service("legacy", NS, {"metadata": {"annotations": {
+        "dynamic-prefix.io/name": "home", "dynamic-prefix.io/service-address-range": "lb"}}})  # fmt: skip
+    # The offset comes from the A address it holds, not from the current prefix.
+    wait_annotations(cluster, "legacy", f"{at(B, a)},{a}", at(B, a))
+    ingress.wait("legacy", lambda ips: set(ips) == {at(B, a), a}, "both addresses")
+    assert ingress.held_throughout("legacy", a), ingress.history("legacy")
 
 
 def test_dual_stack_keeps_ipv4_and_removing_the_annotation_takes_back_only_ours(
-    cluster: KubeAPI, ha: Any
+    cluster: KubeAPI, ingress: IngressLog, ha: Any
 ) -> None:
-    create_dp(cluster, addressRanges=[RANGE], transition={"mode": "ha", "maxPrefixHistory": 2})
+    create_dp(cluster, addressRanges=[RANGE], transition=HA)
+    create_pool(cluster, "lb-pool", [V4])
     cd = ha()
     send(cd, 1, prefix(A))
-    service(cluster, "dual", {IPS: "192.0.2.10", DNS: "203.0.113.7"}, families=("IPv4", "IPv6"),
-            ingress=("192.0.2.10", addr(A)))  # fmt: skip
-    wait_annotations(cluster, "dual", f"{addr(A)},192.0.2.10", f"{addr(A)},203.0.113.7")
+    wait_pool(cluster, V4, block(A))
+    service(cluster, "dual", {IPS: "192.0.2.10", DNS: "203.0.113.7"}, families=("IPv4", "IPv6"))
+    # LB-IPAM allocates exactly what the annotation lists, so clusterd chooses the first IPv6 address.
+    ips = ingress.wait(
+        "dual", lambda ips: len(ips) == 2, "an IPv6 address beside the user's IPv4", timeout=20
+    )
+    (a,) = [ip for ip in ips if ":" in ip]
+    assert "192.0.2.10" in ips and in_range(A, a), ips
+    wait_annotations(cluster, "dual", f"{a},192.0.2.10", f"{a},203.0.113.7")
     send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))
-    wait_annotations(cluster, "dual", f"{addr(B)},{addr(A)},192.0.2.10", f"{addr(B)},203.0.113.7")
+    wait_annotations(cluster, "dual", f"{at(B, a)},{a},192.0.2.10", f"{at(B, a)},203.0.113.7")
+    ingress.wait("dual", lambda ips: set(ips) == {at(B, a), a, "192.0.2.10"}, "three addresses")
     k8s.CoreV1Api(cluster.admin()).patch_namespaced_service(
         "dual", NS, {"metadata": {"annotations": {"dynamic-prefix.io/name": None}}}
     )
     wait_annotations(cluster, "dual", "192.0.2.10", "203.0.113.7")
     assert "dynamic-prefix.io/managed-annotations" not in annotations(cluster, "dual")
+    assert ingress.held_throughout("dual", "192.0.2.10"), ingress.history("dual")
 
 
-def test_pinned_suffix_and_one_outside_the_range(cluster: KubeAPI, ha: Any) -> None:
-    create_dp(cluster, addressRanges=[RANGE], transition={"mode": "ha", "maxPrefixHistory": 2})
+def test_pinned_suffix_and_one_outside_the_range(cluster: KubeAPI, ingress: IngressLog, ha: Any) -> None:
+    create_dp(cluster, addressRanges=[RANGE], transition=HA)
+    create_pool(cluster, "lb-pool", [V4])
     cd = ha()
     send(cd, 1, prefix(A))
-    service(
-        cluster, "pinned", {"dynamic-prefix.io/host-suffix": "::f000:0:0:10"}
-    )  # no address yet: not needed
+    service(cluster, "pinned", {"dynamic-prefix.io/host-suffix": "::f000:0:0:10"})  # no address needed first
     wait_annotations(cluster, "pinned", addr(A, "10"), addr(A, "10"))
+    ingress.wait("pinned", lambda ips: ips == (addr(A, "10"),), "the pinned address from LB-IPAM")
     service(cluster, "wrong", {"dynamic-prefix.io/host-suffix": "::10"})
     send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))
     wait_annotations(cluster, "pinned", f"{addr(B, '10')},{addr(A, '10')}", addr(B, "10"))
@@ -158,45 +192,59 @@ def test_pinned_suffix_and_one_outside_the_range(cluster: KubeAPI, ha: Any) -> N
     assert IPS not in annotations(cluster, "wrong")
 
 
-def test_a_service_without_an_address_waits_then_gets_one(cluster: KubeAPI, ha: Any) -> None:
-    create_dp(cluster, addressRanges=[RANGE], transition={"mode": "ha", "maxPrefixHistory": 2})
+def test_a_service_without_an_address_waits_then_gets_one(
+    cluster: KubeAPI, ingress: IngressLog, ha: Any
+) -> None:
+    create_dp(cluster, addressRanges=[RANGE], transition=HA)
     cd = ha()
     send(cd, 1, prefix(A))
-    service(cluster, "later")
+    service(cluster, "later")  # no pool holds an address for it yet
     wait_until(
         lambda: "waiting for an address" in json.dumps(get_dp(cluster).get("status", {})), what="waiting"
     )
     assert IPS not in annotations(cluster, "later")
-    give_address(cluster, "later", addr(A, "77"))
-    wait_annotations(cluster, "later", addr(A, "77"), addr(A, "77"))
+    create_pool(cluster, "lb-pool", [V4])  # clusterd fills it with A's block; LB-IPAM allocates from it
+    (a,) = ingress.wait("later", one_address, "an address from LB-IPAM")
+    assert in_range(A, a), a
+    wait_annotations(cluster, "later", a, a)
 
 
-def test_simple_mode_leaves_services_alone(cluster: KubeAPI, ha: Any) -> None:
+def test_simple_mode_leaves_services_alone(cluster: KubeAPI, ingress: IngressLog, ha: Any) -> None:
     create_dp(cluster, addressRanges=[RANGE], transition={"mode": "simple", "maxPrefixHistory": 2})
+    create_pool(cluster, "lb-pool", [V4])
     cd = ha()
     send(cd, 1, prefix(A))
-    service(cluster, "plain", {IPS: "2001:db8:a:0:f000::5"}, ingress=(addr(A, "5"),))
+    wait_pool(cluster, V4, block(A))
+    service(cluster, "plain", {IPS: addr(A, "5")})
+    ingress.wait("plain", lambda ips: ips == (addr(A, "5"),), "the requested address from LB-IPAM")
     rv = k8s.CoreV1Api(cluster.admin()).read_namespaced_service("plain", NS).metadata.resource_version
     send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))
+    wait_pool(cluster, V4, block(B), block(A))
     wait_until(
         lambda: condition(get_dp(cluster), "ServicesSynced") == ("True", "SimpleMode"), what="SimpleMode"
     )
     assert k8s.CoreV1Api(cluster.admin()).read_namespaced_service("plain", NS).metadata.resource_version == rv
 
 
-def test_a_restart_mid_transition_converges_to_the_same_annotations(cluster: KubeAPI, ha: Any) -> None:
-    create_dp(cluster, addressRanges=[RANGE], transition={"mode": "ha", "maxPrefixHistory": 2})
+def test_a_restart_mid_transition_converges_to_the_same_annotations(
+    cluster: KubeAPI, ingress: IngressLog, ha: Any
+) -> None:
+    create_dp(cluster, addressRanges=[RANGE], transition=HA)
+    create_pool(cluster, "lb-pool", [V4])
     first = ha("first")
     send(first, 1, prefix(A))
-    service(cluster, "svc", ingress=(addr(A),))
-    wait_annotations(cluster, "svc", addr(A), addr(A))
+    wait_pool(cluster, V4, block(A))
+    service(cluster, "svc")
+    (a,) = ingress.wait("svc", one_address, "an address from LB-IPAM")
+    wait_annotations(cluster, "svc", a, a)
     send(first, 2, prefix(B), prefix(A, "deprecated", valid=7200))
-    wait_annotations(cluster, "svc", f"{addr(B)},{addr(A)}", addr(B))
+    wait_annotations(cluster, "svc", f"{at(B, a)},{a}", at(B, a))
     expected = annotations(cluster, "svc")
     first.kill()
-    # Someone tampers with our values while clusterd is down.
+    # Someone tampers with our values while clusterd is down (LB-IPAM drops the A address at once).
     k8s.CoreV1Api(cluster.admin()).patch_namespaced_service(
-        "svc", NS, {"metadata": {"annotations": {IPS: addr(B)}}}
+        "svc", NS, {"metadata": {"annotations": {IPS: at(B, a)}}}
     )
     ha("second")
     wait_until(lambda: annotations(cluster, "svc") == expected, what="the same annotations after the restart")
+    ingress.wait("svc", lambda ips: set(ips) == {at(B, a), a}, "both addresses back")

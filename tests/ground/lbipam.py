@@ -253,13 +253,20 @@ class IngressLog:
                         history.append((time.monotonic(), ips))
 
     def history(self, name: str) -> list[tuple[str, ...]]:
-        """The distinct address sets the Service went through, oldest first."""
+        """The distinct address sets the Service went through since it first had one, oldest first.
+
+        A gap later on (no address at all) shows as ``()``.
+        """
         with self._lock:
-            return [ips for _t, ips in self.seen.get(name, [])]
+            sets = [ips for _t, ips in self.seen.get(name, [])]
+        while sets and not sets[0]:
+            sets.pop(0)
+        return sets
 
     def current(self, name: str) -> tuple[str, ...]:
-        h = self.history(name)
-        return h[-1] if h else ()
+        with self._lock:
+            h = self.seen.get(name, [])
+            return h[-1][1] if h else ()
 
     def wait(
         self, name: str, check: Callable[[tuple[str, ...]], bool], what: str, timeout: float = 30.0
