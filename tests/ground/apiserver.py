@@ -401,17 +401,28 @@ def delete_crd(api: KubeAPI, name: str, timeout: float = 60.0) -> None:
 
 
 def _resources(api: KubeAPI) -> Iterator[tuple[str, str, bool]]:
-    """Yield (group/version path, plural, namespaced) for every deletable resource."""
+    """Yield (group/version path, plural, namespaced) for every deletable resource.
+
+    Every version of a group, not just the preferred one: a group's kinds may be
+    served at different versions (MetalLB's preferred v1beta2 has only BGPPeer;
+    its IPAddressPool is v1beta1). Each (group, plural) is yielded once.
+    """
     paths = ["/api/v1"]
     _, groups = api.request("GET", "/apis")
-    paths += ["/apis/" + g["preferredVersion"]["groupVersion"] for g in groups["groups"]]
+    for g in groups["groups"]:
+        preferred = g["preferredVersion"]["groupVersion"]
+        others = [v["groupVersion"] for v in g["versions"] if v["groupVersion"] != preferred]
+        paths += ["/apis/" + gv for gv in [preferred, *others]]
+    seen: set[tuple[str, str]] = set()
     for path in paths:
         code, doc = api.request("GET", path)
         if code != 200:
             continue  # a group that vanished between the two calls (a CRD being deleted)
+        group = path.rsplit("/", 1)[0]
         for r in doc["resources"]:
-            if "/" in r["name"] or "deletecollection" not in r.get("verbs", []):
+            if "/" in r["name"] or "deletecollection" not in r.get("verbs", []) or (group, r["name"]) in seen:
                 continue
+            seen.add((group, r["name"]))
             yield path, r["name"], bool(r["namespaced"])
 
 
