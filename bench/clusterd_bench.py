@@ -21,6 +21,7 @@ from kubernetes import watch
 
 from bench.common import cpu_percent_over, rss_mb, summary_ms
 from bench.routerd_bench import B, flip
+from tests.ground import crds
 from tests.ground.apiserver import KubeAPI, apply_crds, load_yaml_docs, start_session_apiserver
 from tests.ground.clusterd_proc import Clusterd
 from tests.ground.mosquitto import Mosquitto
@@ -67,8 +68,8 @@ class Observer:
 
 def setup_kube(work: Path) -> KubeAPI:
     kube = start_session_apiserver(work / "kube")
-    apply_crds(kube, load_yaml_docs([ROOT / "manifests/crds/dynamic-prefix.io_dynamicprefixes.yaml",
-                                     ROOT / "tests/crds/cilium.yaml"]))  # fmt: skip
+    apply_crds(kube, [*load_yaml_docs([ROOT / "manifests/crds/dynamic-prefix.io_dynamicprefixes.yaml"]),
+                      *crds.cilium_clusterd_kinds()])  # fmt: skip
     k8s.CoreV1Api(kube.admin()).create_namespace(
         k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name="dynamic-prefix"))
     )

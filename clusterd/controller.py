@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from ipaddress import IPv6Address
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -44,6 +44,7 @@ from clusterd.metrics import Metrics
 from routerd.logs import RateLimited, kv
 
 LOG = logging.getLogger("clusterd")
+K = TypeVar("K")
 COMPONENT = "dynamic-prefix-clusterd"
 CILIUM_CRDS = {f"{k.plural}.cilium.io": k for k in poolplan.KINDS}
 # How long a webhook POST waits for its reconcile: below routerd's default 10 s
@@ -70,6 +71,23 @@ def _services_condition(count: int, problems: dict[str, tuple[str, str]]) -> tup
     shown = [f"{k}: {message}" for k, (_, message) in sorted(problems.items())[:SHOWN_PROBLEMS]]
     more = len(problems) - len(shown)
     return False, reason, "; ".join(shown) + (f"; and {more} more (see the Services' Events)" if more else "")
+
+
+def _cache_written(
+    cache: dict[K, dict[str, Any]], key: K, planned: dict[str, Any], got: dict[str, Any]
+) -> bool:
+    """Cache what a write returned, unless the watch brought a version after the one it was planned from.
+
+    The watch can deliver the write's echo and another writer's later change (LB-IPAM writes a
+    Service's and a pool's status) before the write returns; caching the older ``got`` then would
+    plan every later write from a stale resourceVersion: a 409 each time, and no event to end it.
+    True when cached.
+    """
+    current = cache.get(key)
+    if current is None or current["metadata"]["resourceVersion"] != planned["metadata"]["resourceVersion"]:
+        return False
+    cache[key] = got
+    return True
 
 
 def utcnow() -> datetime:
@@ -525,7 +543,7 @@ class Controller:
         except Gone:
             return obj
         self.metrics.api_writes.labels("status").inc()
-        self.dps[obj["metadata"]["name"]] = got
+        _cache_written(self.dps, obj["metadata"]["name"], obj, got)
         return got
 
     async def _events(self, obj: dict[str, Any], events: list[Event]) -> None:
@@ -591,6 +609,7 @@ class Controller:
             self.metrics.pool_syncs.labels(kind.kind, pname, "unchanged").inc()
             return
         self._fence()
+        planned = pobj
         try:
             pobj = await asyncio.to_thread(
                 self.kube.patch_list, self.cilium_versions[plural], plural, pobj, kind.field, w.entries,
@@ -600,7 +619,7 @@ class Controller:
             self.metrics.pool_syncs.labels(kind.kind, pname, "failed").inc()
             raise
         self.metrics.api_writes.labels("pool").inc()
-        self.pools[(plural, pname)] = pobj
+        _cache_written(self.pools, (plural, pname), planned, pobj)
         self.metrics.pool_syncs.labels(kind.kind, pname, "written").inc()
         LOG.info("pool synced", extra=kv(kind=kind.kind, pool=pname, entries=len(w.entries)))
 
@@ -710,9 +729,8 @@ class Controller:
                 raise
         self.metrics.api_writes.labels("service").inc()
         self.metrics.service_syncs.labels("written").inc()
-        if key in self.services:
-            self.services[key] = got
-        self._note_addresses(key, got)
+        if _cache_written(self.services, key, obj, got):
+            self._note_addresses(key, got)
         await self._events(got, [Event("Normal", "AddressesUpdated", p.summary)] if p.summary else [])
 
     async def _service_problem(self, key: str, obj: dict[str, Any], p: svcplan.ServicePlan) -> bool:

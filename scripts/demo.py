@@ -86,6 +86,7 @@ def demo(stack: ExitStack, work: Path, keep: bool) -> None:
     """Bring it all up (each part's clean-up registered before it starts), renumber, show."""
     from kubernetes import client as k8s
 
+    from tests.ground import crds
     from tests.ground.apiserver import apply_crds, load_yaml_docs, start_session_apiserver
     from tests.ground.clusterd_proc import Clusterd
     from tests.ground.mosquitto import Mosquitto
@@ -98,8 +99,8 @@ def demo(stack: ExitStack, work: Path, keep: bool) -> None:
     say("a real kube-apiserver and etcd (built from their Go modules)")
     kube = start_session_apiserver(work / "kube")  # stops what it started if it fails
     stack.callback(kube.stop)
-    apply_crds(kube, load_yaml_docs([ROOT / "manifests/crds/dynamic-prefix.io_dynamicprefixes.yaml",
-                                     ROOT / "tests/crds/cilium.yaml"]))  # fmt: skip
+    apply_crds(kube, [*load_yaml_docs([ROOT / "manifests/crds/dynamic-prefix.io_dynamicprefixes.yaml"]),
+                      *crds.cilium_clusterd_kinds()])  # fmt: skip
     print(kube.version, "at", kube.url)
     core = k8s.CoreV1Api(kube.admin())
     core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name="dynamic-prefix")))

@@ -22,16 +22,12 @@ from tests.ground.require import missing
 
 if TYPE_CHECKING:
     from tests.ground.apiserver import KubeAPI
+    from tests.ground.lbipam import CiliumOperator, MetallbController
     from tests.ground.mosquitto import Mosquitto
     from tests.ground.netlab import Lab
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["pytester", "tests.ground.ci_policy"]  # under CI=true: no skip, xfail or xpass
-TEST_CRDS = sorted((ROOT / "tests" / "crds").glob("*.yaml"))
-BASE_CRD_FILES = [
-    *sorted((ROOT / "manifests" / "crds").glob("*.yaml")),
-    *(p for p in TEST_CRDS if "v2alpha1-only" not in p.name),
-]
 _topic_counter = itertools.count()
 
 
@@ -58,6 +54,16 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         lines.append(f"kube-apiserver: {ver.stdout.strip()} ({api}); {etcd_ver}")
     else:
         lines.append("kube-apiserver: not built (scripts/test builds it)")
+    from tests.ground.lbipam import cilium_operator_version, metallb_version
+
+    ipams = (("cilium-operator-generic", cilium_operator_version), ("metallb-controller", metallb_version))
+    for name, version in ipams:
+        binary = testbin.find(name)
+        lines.append(
+            f"{name}: {version(binary)} ({binary})"
+            if binary
+            else f"{name}: not built (scripts/test builds it)"
+        )
     mosq = _which("mosquitto")
     if mosq:
         from tests.ground.mosquitto import mosquitto_version
@@ -85,12 +91,15 @@ def kube_api_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeA
     built = testbin.find("kube-apiserver") and testbin.find("etcd")
     if not built and testbin.go_binary() is None:
         missing("kube-apiserver/etcd test binaries and Go >= 1.26 to build them (scripts/test)")
-    from tests.ground.apiserver import apply_crds, load_yaml_docs, start_session_apiserver
+    from tests.ground import crds
+    from tests.ground.apiserver import install_base_crds, start_session_apiserver
 
+    try:
+        docs = crds.base()
+    except RuntimeError as e:  # the Cilium/MetalLB modules are not in the Go module cache
+        missing(f"the upstream CRDs ({e}; scripts/test downloads them)")
     api = start_session_apiserver(tmp_path_factory.mktemp("kube"))
-    docs = load_yaml_docs(BASE_CRD_FILES)
-    apply_crds(api, docs)
-    api.base_crds = frozenset(d["metadata"]["name"] for d in docs)
+    install_base_crds(api, docs)
     yield api
     api.stop()
 
@@ -98,7 +107,7 @@ def kube_api_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeA
 @pytest.fixture
 def kube(kube_api_session: KubeAPI) -> Iterator[KubeAPI]:
     """The session's apiserver, returned to its starting state after the test."""
-    from tests.ground.apiserver import apply_crds, clean_state, load_yaml_docs
+    from tests.ground.apiserver import clean_state
 
     api = kube_api_session
     if not api.running:  # a fault-injection test stopped it and failed
@@ -106,9 +115,7 @@ def kube(kube_api_session: KubeAPI) -> Iterator[KubeAPI]:
     yield api
     if not api.running:
         api.start()
-    clean_state(api, api.base_crds)
-    # A test may have replaced a base CRD (the v2alpha1-only Cilium variant).
-    apply_crds(api, load_yaml_docs(BASE_CRD_FILES))
+    clean_state(api)
 
 
 @pytest.fixture
@@ -120,6 +127,46 @@ def cluster(kube: KubeAPI) -> KubeAPI:
         k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name="dynamic-prefix"))
     )
     return kube
+
+
+# -- load-balancer IPAMs -------------------------------------------------------------------
+
+
+def _ipam_binary(name: str) -> Path:
+    found = testbin.find(name)
+    if found is None:
+        if testbin.go_binary() is None:
+            missing(f"the {name} test binary and Go >= 1.26 to build it (scripts/test)")
+        found = testbin.build(name)
+    return found
+
+
+@pytest.fixture
+def cilium_operator(kube: KubeAPI, tmp_path: Path) -> Iterator[CiliumOperator]:
+    """The real cilium-operator with LB-IPAM, started for this test and stopped after it."""
+    require.require_root()  # its own mount namespace (unshare -m)
+    require.require_program("unshare", "util-linux")
+    from tests.ground.lbipam import CiliumOperator
+
+    operator = CiliumOperator(kube, _ipam_binary("cilium-operator-generic"), tmp_path / "cilium-operator")
+    try:
+        operator.start()
+        yield operator
+    finally:
+        operator.stop()
+
+
+@pytest.fixture
+def metallb_controller(kube: KubeAPI, tmp_path: Path) -> Iterator[MetallbController]:
+    """The real MetalLB controller, started for this test and stopped after it."""
+    from tests.ground.lbipam import MetallbController
+
+    controller = MetallbController(kube, _ipam_binary("metallb-controller"), tmp_path / "metallb")
+    try:
+        controller.start()
+        yield controller
+    finally:
+        controller.stop()
 
 
 # -- MQTT ---------------------------------------------------------------------------------

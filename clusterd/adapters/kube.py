@@ -221,9 +221,10 @@ class Kube:
 class Watcher:
     """List, then watch, one kind of object in a thread; deliver events on the event loop.
 
-    A 410 (history compacted) or any error relists after a backoff; the
-    first list after each (re)start is delivered as a ``SYNC`` with every
-    object, so the receiver can drop what vanished while it was not watching.
+    A 410 (history compacted) or any error relists after a backoff (a 404,
+    the kind not served, delivers ``GONE`` first); the first list after each
+    (re)start is delivered as a ``SYNC`` with every object, so the receiver
+    can drop what vanished while it was not watching.
     """
 
     def __init__(
@@ -290,10 +291,12 @@ class Watcher:
                     LOG.info("watch history expired; relisting", extra=kv(watch=self.name))
                     continue
                 if e.status == 404:
+                    # The kind is not served: its CRD was deleted (discovery stops us) or was
+                    # created a moment ago and is not served yet (no later event restarts us).
                     self.loop.call_soon_threadsafe(self.deliver, "GONE", None)
-                    return  # the kind is not served (a CRD deleted); discovery restarts us
-                self._limited.warning("watch-failed", f"watch failed ({e.status}: {e.reason}); retrying",
-                                      watch=self.name)  # fmt: skip
+                else:
+                    self._limited.warning("watch-failed", f"watch failed ({e.status}: {e.reason}); retrying",
+                                          watch=self.name)  # fmt: skip
             except Exception as e:  # the API server went away, a TLS error, ...
                 if self._stop.is_set():
                     return

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
-from tests.conftest import ROOT
-from tests.ground.apiserver import KubeAPI, apply_crds, delete_crd, load_yaml_docs
+from tests.ground import crds
+from tests.ground.apiserver import KubeAPI, apply_crds, delete_crd
 from tests.ground.clusterd_proc import WEBHOOK_SECRET, Clusterd
 from tests.ground.messages import post, post_state, prefix, sign, state
 from tests.ground.mosquitto import Mosquitto
@@ -193,7 +193,7 @@ def test_a_cluster_serving_only_v2alpha1(
 ) -> None:
     for name in ("ciliumloadbalancerippools.cilium.io", "ciliumcidrgroups.cilium.io"):
         delete_crd(cluster, name)
-    apply_crds(cluster, load_yaml_docs([ROOT / "tests" / "crds" / "cilium-v2alpha1-only.yaml"]))
+    apply_crds(cluster, crds.cilium_v2alpha1_only())
     router = mqtt_base.rsplit("/", 1)[1]
     create_dp(cluster, router=router)
     create_pool(cluster, "old-cilium", [V4], version="v2alpha1")
@@ -217,13 +217,50 @@ def test_missing_cilium_crds_are_a_condition_then_picked_up(
     send(mosquitto, state(router, "br-lan", 1, prefix(A)))
     wait_until(lambda: condition(get_dp(cluster), "PoolsSynced") == ("False", "CiliumCRDsMissing"),
                what="CiliumCRDsMissing")  # fmt: skip
-    apply_crds(cluster, load_yaml_docs([ROOT / "tests" / "crds" / "cilium.yaml"]))
+    apply_crds(cluster, crds.cilium_clusterd_kinds())
     create_pool(cluster, "after", [])
     wait_until(
         lambda: get_pool(cluster, "after")["spec"]["blocks"] == [block(A)], what="pool synced after install"
     )
     wait_until(lambda: condition(get_dp(cluster), "PoolsSynced") == ("True", "Synced"), what="PoolsSynced")
     assert cd.proc.poll() is None
+
+
+def test_a_watch_started_before_its_kind_is_served_picks_it_up(cluster: KubeAPI) -> None:
+    """A CRD is served a moment after it appears (longer for a big one like Cilium's upstream CRDs).
+
+    clusterd starts a pool watch when the CRD appears; a list that lands in
+    between gets a 404, and no later CRD event restarts the watch.
+    """
+    import asyncio
+
+    from clusterd.adapters.kube import Watcher
+
+    for name in crds.CILIUM_CLUSTERD_KINDS:
+        delete_crd(cluster, name)
+
+    async def scenario() -> list[str]:
+        seen: list[str] = []
+        w = Watcher("pools", cluster.admin(), k8s.CustomObjectsApi(cluster.admin()).list_cluster_custom_object,
+                    ("cilium.io", "v2", "ciliumloadbalancerippools"), lambda kind, _obj: seen.append(kind),
+                    asyncio.get_running_loop())  # fmt: skip
+        w.start()
+        try:
+            for _ in range(100):  # the first list 404s: not served
+                await asyncio.sleep(0.05)
+                if seen:
+                    break
+            apply_crds(cluster, crds.cilium_clusterd_kinds())
+            for _ in range(300):
+                await asyncio.sleep(0.05)
+                if "SYNC" in seen:
+                    break
+        finally:
+            w.stop()
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert seen[:1] == ["GONE"] and "SYNC" in seen, seen
 
 
 def test_webhook_refuses_bad_input_with_4xx_and_writes_nothing(

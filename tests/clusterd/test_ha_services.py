@@ -1,21 +1,25 @@
-"""HA mode on the real API server: Services keep old addresses while DNS moves to the new prefix.
+"""HA mode on the real API server and the real Cilium LB-IPAM: Services keep old addresses while DNS moves.
 
-No Cilium runs here (there is no kubelet or datapath), so the test plays
-LB-IPAM's one part that matters: it writes the address a Service got into
-``status.loadBalancer.ingress`` through the status subresource, as Cilium
-would. Everything else — the watch, the planning, the annotation writes, the
-Events and conditions — is clusterd against kube-apiserver.
+cilium-operator (the ``cilium_operator`` fixture) allocates every Service
+address and writes ``status.loadBalancer.ingress``; clusterd keeps the pool
+and the Services' requested addresses (``lbipam.cilium.io/ips``) in step with
+the prefix. The tests never write a Service's status: which address a Service
+gets is LB-IPAM's choice, so the tests read it and derive the rest from its
+host offset.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from collections.abc import Callable
+from ipaddress import IPv6Address, IPv6Network, ip_address
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
+from kubernetes import watch
 
+from tests.clusterd.conftest import NS
 from tests.clusterd.test_clusterd import (
     RANGE,
     V4,
@@ -29,6 +33,7 @@ from tests.clusterd.test_clusterd import (
 )
 from tests.ground.apiserver import KubeAPI
 from tests.ground.clusterd_proc import WEBHOOK_SECRET, Clusterd
+from tests.ground.lbipam import IngressLog
 from tests.ground.messages import post_state, prefix, state
 from tests.ground.waiting import wait_until
 
@@ -37,33 +42,37 @@ pytestmark = pytest.mark.apiserver
 A, B, C = "2001:db8:a::/64", "2001:db8:b::/64", "2001:db8:c::/64"
 IPS, DNS = "lbipam.cilium.io/ips", "external-dns.alpha.kubernetes.io/target"
 MLB = "metallb.io/loadBalancerIPs"
-NS = "apps"
+HA = {"mode": "ha", "maxPrefixHistory": 2}
 
 
 def addr(p: str, host: str = "2a") -> str:
     return f"{p.split('::/', maxsplit=1)[0]}:0:f000::{host}"
 
 
+def at(p: str, address: str) -> str:
+    """``address``'s host part in prefix ``p`` (the same offset in the range)."""
+    net = IPv6Network(p)
+    return str(net[int(IPv6Address(address)) & int(net.hostmask)])
+
+
+def in_range(p: str, address: str) -> bool:
+    """Inside the ``lb`` address range (``::f000:0:0:0`` - ``::ffff:ffff:ffff:ffff``) of prefix ``p``."""
+    a = ip_address(address)
+    net = IPv6Network(p)
+    return isinstance(a, IPv6Address) and a in net and (int(a) & int(net.hostmask)) >> 60 == 0xF
+
+
 def service(kube: KubeAPI, name: str, ann: dict[str, str] | None = None, families: tuple[str, ...] = ("IPv6",),
-            ingress: tuple[str, ...] = (), managed: bool = True) -> None:  # fmt: skip
-    core = k8s.CoreV1Api(kube.admin())
-    mine = {"dynamic-prefix.io/name": "home", "dynamic-prefix.io/service-address-range": "lb"}
-    annotations = {**(mine if managed else {}), **(ann or {})}
-    core.create_namespaced_service(NS, k8s.V1Service(
-        metadata=k8s.V1ObjectMeta(name=name, annotations=annotations),
+            policy: str | None = None, managed: bool = True) -> None:  # fmt: skip
+    annotations = (
+        {"dynamic-prefix.io/name": "home", "dynamic-prefix.io/service-address-range": "lb"} if managed else {}
+    )
+    k8s.CoreV1Api(kube.admin()).create_namespaced_service(NS, k8s.V1Service(
+        metadata=k8s.V1ObjectMeta(name=name, annotations={**annotations, **(ann or {})}),
         spec=k8s.V1ServiceSpec(type="LoadBalancer", ip_families=list(families),
-                               ip_family_policy="RequireDualStack" if len(families) > 1 else "SingleStack",
+                               ip_family_policy=policy or ("RequireDualStack" if len(families) > 1 else "SingleStack"),
                                ports=[k8s.V1ServicePort(port=443)]),
     ))  # fmt: skip
-    if ingress:
-        give_address(kube, name, *ingress)
-
-
-def give_address(kube: KubeAPI, name: str, *ips: str) -> None:
-    """What Cilium LB-IPAM does when it assigns addresses."""
-    k8s.CoreV1Api(kube.admin()).patch_namespaced_service_status(
-        name, NS, {"status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ips]}}}
-    )
 
 
 def annotations(kube: KubeAPI, name: str) -> dict[str, str]:
@@ -82,20 +91,9 @@ def wait_annotations(kube: KubeAPI, name: str, ips: str | None, dns: str | None,
         raise TimeoutError(f"{e}; it has {annotations(kube, name)}") from None
 
 
-@pytest.fixture
-def ha(cluster: KubeAPI, tmp_path: Path) -> Any:
-    k8s.CoreV1Api(cluster.admin()).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=NS)))
-    started: list[Clusterd] = []
-
-    def start(name: str = "clusterd") -> Clusterd:
-        cd = Clusterd(cluster, tmp_path / name)
-        started.append(cd)
-        cd.wait_ready()
-        return cd
-
-    yield start
-    for cd in started:
-        cd.stop()
+def wait_pool(kube: KubeAPI, *blocks: dict[str, str], name: str = "lb-pool") -> None:
+    want = list(blocks)
+    wait_until(lambda: get_pool(kube, name)["spec"]["blocks"] == want, what=f"{name} = {want}")
 
 
 def send(cd: Clusterd, seq: int, *prefixes: dict[str, Any]) -> None:
@@ -103,60 +101,91 @@ def send(cd: Clusterd, seq: int, *prefixes: dict[str, Any]) -> None:
     assert code == 200, text
 
 
-def test_a_to_b_to_c_addresses_and_dns_at_every_step(cluster: KubeAPI, ha: Any) -> None:
-    create_dp(cluster, addressRanges=[RANGE], transition={"mode": "ha", "maxPrefixHistory": 2})
+def one_address(ips: tuple[str, ...]) -> bool:
+    return len(ips) == 1
+
+
+def test_a_to_b_to_c_addresses_and_dns_at_every_step(cluster: KubeAPI, ingress: IngressLog, ha: Any) -> None:
+    create_dp(cluster, addressRanges=[RANGE], transition=HA)
+    create_pool(cluster, "lb-pool", [V4])
     cd = ha()
     send(cd, 1, prefix(A))
-    service(cluster, "web", ingress=(addr(A),))
-    wait_annotations(cluster, "web", addr(A), addr(A))
+    wait_pool(cluster, V4, block(A))
+    service(cluster, "web")
+    (a,) = ingress.wait("web", one_address, "an address from LB-IPAM")
+    assert in_range(A, a), a
+    wait_annotations(cluster, "web", a, a)
     send(cd, 2, prefix(B), prefix(A, "withdrawn", valid=7200))
-    wait_annotations(cluster, "web", f"{addr(B)},{addr(A)}", addr(B))
-    give_address(cluster, "web", addr(B), addr(A))  # Cilium honours the request
+    wait_annotations(cluster, "web", f"{at(B, a)},{a}", at(B, a))
+    ingress.wait("web", lambda ips: set(ips) == {at(B, a), a}, "LB-IPAM honouring the request")
     send(cd, 3, prefix(C), prefix(B, "deprecated", valid=7200), prefix(A, "withdrawn", valid=7000))
-    wait_annotations(cluster, "web", f"{addr(C)},{addr(B)},{addr(A)}", addr(C))
+    wait_annotations(cluster, "web", f"{at(C, a)},{at(B, a)},{a}", at(C, a))
     send(cd, 4, prefix(A), prefix(C, "deprecated", valid=7200), prefix(B, "deprecated", valid=7000))
     # A comes back: one entry for it (no duplicate), B and C drain, maxPrefixHistory=2 holds.
-    wait_annotations(cluster, "web", f"{addr(A)},{addr(C)},{addr(B)}", addr(A))
+    wait_annotations(cluster, "web", f"{a},{at(C, a)},{at(B, a)}", a)
+    ingress.wait("web", lambda ips: set(ips) == {a, at(B, a), at(C, a)}, "all three addresses")
+    assert ingress.held_throughout("web", a), ingress.history("web")
     wait_until(
         lambda: condition(get_dp(cluster), "ServicesSynced") == ("True", "Synced"), what="ServicesSynced"
     )
     wait_until(lambda: "AddressesUpdated" in events_for(cluster, "web"), what="Events on the Service")
 
 
-def test_the_go_operators_bug_case_an_old_address_when_the_change_lands(cluster: KubeAPI, ha: Any) -> None:
-    create_dp(cluster, addressRanges=[RANGE], transition={"mode": "ha", "maxPrefixHistory": 2})
+def test_the_go_operators_bug_case_an_old_address_when_the_change_lands(
+    cluster: KubeAPI, ingress: IngressLog, ha: Any
+) -> None:
+    create_dp(cluster, addressRanges=[RANGE], transition=HA)
+    create_pool(cluster, "lb-pool", [V4])
     cd = ha()
-    send(cd, 1, prefix(B), prefix(A, "deprecated", valid=7200))  # the change has already landed
-    service(cluster, "legacy", ingress=(addr(A, "99"),))  # but the Service still holds its prefix-A address
-    wait_annotations(cluster, "legacy", f"{addr(B, '99')},{addr(A, '99')}", addr(B, "99"))
+    send(cd, 1, prefix(A))
+    wait_pool(cluster, V4, block(A))
+    service(cluster, "legacy", managed=False)  # it gets an A address before it opts in
+    (a,) = ingress.wait("legacy", one_address, "an address from LB-IPAM")
+    send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))  # the change has landed
+    wait_pool(cluster, V4, block(B), block(A))
+    k8s.CoreV1Api(cluster.admin()).patch_namespaced_service("legacy", NS, {"metadata": {"annotations": {
+        "dynamic-prefix.io/name": "home", "dynamic-prefix.io/service-address-range": "lb"}}})  # fmt: skip
+    # The offset comes from the A address it holds, not from the current prefix.
+    wait_annotations(cluster, "legacy", f"{at(B, a)},{a}", at(B, a))
+    ingress.wait("legacy", lambda ips: set(ips) == {at(B, a), a}, "both addresses")
+    assert ingress.held_throughout("legacy", a), ingress.history("legacy")
 
 
 def test_dual_stack_keeps_ipv4_and_removing_the_annotation_takes_back_only_ours(
-    cluster: KubeAPI, ha: Any
+    cluster: KubeAPI, ingress: IngressLog, ha: Any
 ) -> None:
-    create_dp(cluster, addressRanges=[RANGE], transition={"mode": "ha", "maxPrefixHistory": 2})
+    create_dp(cluster, addressRanges=[RANGE], transition=HA)
+    create_pool(cluster, "lb-pool", [V4])
     cd = ha()
     send(cd, 1, prefix(A))
-    service(cluster, "dual", {IPS: "192.0.2.10", DNS: "203.0.113.7"}, families=("IPv4", "IPv6"),
-            ingress=("192.0.2.10", addr(A)))  # fmt: skip
-    wait_annotations(cluster, "dual", f"{addr(A)},192.0.2.10", f"{addr(A)},203.0.113.7")
+    wait_pool(cluster, V4, block(A))
+    service(cluster, "dual", {IPS: "192.0.2.10", DNS: "203.0.113.7"}, families=("IPv4", "IPv6"))
+    # LB-IPAM allocates exactly what the annotation lists, so clusterd chooses the first IPv6 address.
+    ips = ingress.wait(
+        "dual", lambda ips: len(ips) == 2, "an IPv6 address beside the user's IPv4", timeout=20
+    )
+    (a,) = [ip for ip in ips if ":" in ip]
+    assert "192.0.2.10" in ips and in_range(A, a), ips
+    wait_annotations(cluster, "dual", f"{a},192.0.2.10", f"{a},203.0.113.7")
     send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))
-    wait_annotations(cluster, "dual", f"{addr(B)},{addr(A)},192.0.2.10", f"{addr(B)},203.0.113.7")
+    wait_annotations(cluster, "dual", f"{at(B, a)},{a},192.0.2.10", f"{at(B, a)},203.0.113.7")
+    ingress.wait("dual", lambda ips: set(ips) == {at(B, a), a, "192.0.2.10"}, "three addresses")
     k8s.CoreV1Api(cluster.admin()).patch_namespaced_service(
         "dual", NS, {"metadata": {"annotations": {"dynamic-prefix.io/name": None}}}
     )
     wait_annotations(cluster, "dual", "192.0.2.10", "203.0.113.7")
     assert "dynamic-prefix.io/managed-annotations" not in annotations(cluster, "dual")
+    assert ingress.held_throughout("dual", "192.0.2.10"), ingress.history("dual")
 
 
-def test_pinned_suffix_and_one_outside_the_range(cluster: KubeAPI, ha: Any) -> None:
-    create_dp(cluster, addressRanges=[RANGE], transition={"mode": "ha", "maxPrefixHistory": 2})
+def test_pinned_suffix_and_one_outside_the_range(cluster: KubeAPI, ingress: IngressLog, ha: Any) -> None:
+    create_dp(cluster, addressRanges=[RANGE], transition=HA)
+    create_pool(cluster, "lb-pool", [V4])
     cd = ha()
     send(cd, 1, prefix(A))
-    service(
-        cluster, "pinned", {"dynamic-prefix.io/host-suffix": "::f000:0:0:10"}
-    )  # no address yet: not needed
+    service(cluster, "pinned", {"dynamic-prefix.io/host-suffix": "::f000:0:0:10"})  # no address needed first
     wait_annotations(cluster, "pinned", addr(A, "10"), addr(A, "10"))
+    ingress.wait("pinned", lambda ips: ips == (addr(A, "10"),), "the pinned address from LB-IPAM")
     service(cluster, "wrong", {"dynamic-prefix.io/host-suffix": "::10"})
     send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))
     wait_annotations(cluster, "pinned", f"{addr(B, '10')},{addr(A, '10')}", addr(B, "10"))
@@ -167,80 +196,121 @@ def test_pinned_suffix_and_one_outside_the_range(cluster: KubeAPI, ha: Any) -> N
     assert IPS not in annotations(cluster, "wrong")
 
 
-def test_a_service_without_an_address_waits_then_gets_one(cluster: KubeAPI, ha: Any) -> None:
-    create_dp(cluster, addressRanges=[RANGE], transition={"mode": "ha", "maxPrefixHistory": 2})
+def test_a_service_without_an_address_waits_then_gets_one(
+    cluster: KubeAPI, ingress: IngressLog, ha: Any
+) -> None:
+    create_dp(cluster, addressRanges=[RANGE], transition=HA)
     cd = ha()
     send(cd, 1, prefix(A))
-    service(cluster, "later")
+    service(cluster, "later")  # no pool holds an address for it yet
     wait_until(lambda: condition(get_dp(cluster), "ServicesSynced") == ("False", "WaitingForAddress"),
                what="ServicesSynced False while a Service waits")  # fmt: skip
     assert "apps/later: waiting for an address" in json.dumps(get_dp(cluster)["status"]["conditions"])
     wait_until(lambda: "WaitingForAddress" in events_for(cluster, "later"), what="an Event on the Service")
     assert IPS not in annotations(cluster, "later")
-    give_address(cluster, "later", addr(A, "77"))
-    wait_annotations(cluster, "later", addr(A, "77"), addr(A, "77"))
+    create_pool(cluster, "lb-pool", [V4])  # clusterd fills it with A's block; LB-IPAM allocates from it
+    (a,) = ingress.wait("later", one_address, "an address from LB-IPAM")
+    assert in_range(A, a), a
+    wait_annotations(cluster, "later", a, a)
     wait_until(lambda: condition(get_dp(cluster), "ServicesSynced") == ("True", "Synced"), what="in step")
 
 
-def test_simple_mode_leaves_services_alone(cluster: KubeAPI, ha: Any) -> None:
+def test_simple_mode_leaves_services_alone(cluster: KubeAPI, ingress: IngressLog, ha: Any) -> None:
     create_dp(cluster, addressRanges=[RANGE], transition={"mode": "simple", "maxPrefixHistory": 2})
+    create_pool(cluster, "lb-pool", [V4])
     cd = ha()
     send(cd, 1, prefix(A))
-    service(cluster, "plain", {IPS: "2001:db8:a:0:f000::5"}, ingress=(addr(A, "5"),))
+    wait_pool(cluster, V4, block(A))
+    service(cluster, "plain", {IPS: addr(A, "5")})
+    ingress.wait("plain", lambda ips: ips == (addr(A, "5"),), "the requested address from LB-IPAM")
     rv = k8s.CoreV1Api(cluster.admin()).read_namespaced_service("plain", NS).metadata.resource_version
     send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))
+    wait_pool(cluster, V4, block(B), block(A))
     wait_until(
         lambda: condition(get_dp(cluster), "ServicesSynced") == ("True", "SimpleMode"), what="SimpleMode"
     )
     assert k8s.CoreV1Api(cluster.admin()).read_namespaced_service("plain", NS).metadata.resource_version == rv
 
 
-def test_a_restart_mid_transition_converges_to_the_same_annotations(cluster: KubeAPI, ha: Any) -> None:
-    create_dp(cluster, addressRanges=[RANGE], transition={"mode": "ha", "maxPrefixHistory": 2})
+def test_a_restart_mid_transition_converges_to_the_same_annotations(
+    cluster: KubeAPI, ingress: IngressLog, ha: Any
+) -> None:
+    create_dp(cluster, addressRanges=[RANGE], transition=HA)
+    create_pool(cluster, "lb-pool", [V4])
     first = ha("first")
     send(first, 1, prefix(A))
-    service(cluster, "svc", ingress=(addr(A),))
-    wait_annotations(cluster, "svc", addr(A), addr(A))
+    wait_pool(cluster, V4, block(A))
+    service(cluster, "svc")
+    (a,) = ingress.wait("svc", one_address, "an address from LB-IPAM")
+    wait_annotations(cluster, "svc", a, a)
     send(first, 2, prefix(B), prefix(A, "deprecated", valid=7200))
-    wait_annotations(cluster, "svc", f"{addr(B)},{addr(A)}", addr(B))
+    wait_annotations(cluster, "svc", f"{at(B, a)},{a}", at(B, a))
     expected = annotations(cluster, "svc")
     first.kill()
-    # Someone tampers with our values while clusterd is down.
+    # Someone tampers with our values while clusterd is down (LB-IPAM drops the A address at once).
     k8s.CoreV1Api(cluster.admin()).patch_namespaced_service(
-        "svc", NS, {"metadata": {"annotations": {IPS: addr(B)}}}
+        "svc", NS, {"metadata": {"annotations": {IPS: at(B, a)}}}
     )
     ha("second")
     wait_until(lambda: annotations(cluster, "svc") == expected, what="the same annotations after the restart")
+    ingress.wait("svc", lambda ips: set(ips) == {at(B, a), a}, "both addresses back")
 
 
-def test_a_users_ipv4_in_the_annotation_gets_an_ipv6_chosen_by_clusterd(cluster: KubeAPI, ha: Any) -> None:
+def test_a_users_ipv4_in_the_annotation_gets_an_ipv6_chosen_by_clusterd(
+    cluster: KubeAPI, ingress: IngressLog, ha: Any
+) -> None:
     # Cilium allocates exactly what lbipam.cilium.io/ips lists, so this Service would never get an
     # IPv6 address from it: clusterd picks the first offset no other Service holds or requests.
-    create_dp(cluster, addressRanges=[RANGE], transition={"mode": "ha", "maxPrefixHistory": 2})
-    service(cluster, "holds", ingress=("2001:db8:a:0:f000::",), managed=False)
-    service(cluster, "requests", {IPS: "2001:db8:a:0:f000::1"}, managed=False)
-    cd = ha()
-    service(cluster, "dual", {IPS: "192.0.2.10"}, families=("IPv4", "IPv6"), ingress=("192.0.2.10",))
-    service(cluster, "dual2", {IPS: "192.0.2.11"}, families=("IPv4", "IPv6"), ingress=("192.0.2.11",))
-    send(cd, 1, prefix(A))  # one pass plans both: the second must not choose what the first just chose
-    wait_annotations(cluster, "dual", "2001:db8:a:0:f000::2,192.0.2.10", "2001:db8:a:0:f000::2")
-    wait_annotations(cluster, "dual2", "2001:db8:a:0:f000::3,192.0.2.11", "2001:db8:a:0:f000::3")
+    create_dp(cluster, addressRanges=[RANGE], transition=HA)
+    create_pool(cluster, "lb-pool", [V4])
+    first = ha("first")
+    send(first, 1, prefix(A))
+    wait_pool(cluster, V4, block(A))
+    requested = addr(A, "1")
+    service(cluster, "requests", {IPS: requested}, managed=False)
+    ingress.wait("requests", lambda ips: ips == (requested,), "the address it requests")
+    service(cluster, "holds", managed=False)
+    (held,) = ingress.wait("holds", one_address, "an address LB-IPAM chose")
+    start = IPv6Address(block(A)["start"])
+    d1, d2 = [str(a) for a in (start + i for i in range(4)) if str(a) not in (held, requested)][:2]
+    first.kill()  # the two dual-stack Services appear while clusterd is down ...
+    service(cluster, "dual", {IPS: "192.0.2.10"}, families=("IPv4", "IPv6"))
+    service(cluster, "dual2", {IPS: "192.0.2.11"}, families=("IPv4", "IPv6"))
+    ingress.wait("dual", lambda ips: ips == ("192.0.2.10",), "only the IPv4 address it lists")
+    ingress.wait("dual2", lambda ips: ips == ("192.0.2.11",), "only the IPv4 address it lists")
+    cd = ha("second")  # ... so one pass plans both: the second must not choose what the first just chose
+    wait_annotations(cluster, "dual", f"{d1},192.0.2.10", d1)
+    wait_annotations(cluster, "dual2", f"{d2},192.0.2.11", d2)
+    ingress.wait("dual", lambda ips: set(ips) == {d1, "192.0.2.10"}, "LB-IPAM allocating clusterd's choice")
+    ingress.wait("dual2", lambda ips: set(ips) == {d2, "192.0.2.11"}, "LB-IPAM allocating clusterd's choice")
     wait_until(lambda: condition(get_dp(cluster), "ServicesSynced") == ("True", "Synced"), what="in step")
-    # The choice sticks through a renumbering while Cilium has not answered yet.
+    # The choice sticks through a renumbering.
     send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))
-    wait_annotations(cluster, "dual", "2001:db8:b:0:f000::2,2001:db8:a:0:f000::2,192.0.2.10",
-                     "2001:db8:b:0:f000::2")  # fmt: skip
+    wait_annotations(cluster, "dual", f"{at(B, d1)},{d1},192.0.2.10", at(B, d1))
+    ingress.wait("dual", lambda ips: set(ips) == {at(B, d1), d1, "192.0.2.10"}, "three addresses")
+    assert ingress.held_throughout("dual", "192.0.2.10"), ingress.history("dual")
+    assert ingress.held_throughout("dual", d1), ingress.history("dual")
 
 
-def test_a_dual_stack_service_keeps_the_ipv4_it_was_given(cluster: KubeAPI, ha: Any) -> None:
+def test_a_dual_stack_service_keeps_the_ipv4_it_was_given(
+    cluster: KubeAPI, ingress: IngressLog, ha: Any
+) -> None:
     # An IPv6-only lbipam.cilium.io/ips would make Cilium drop the IPv4 it allocated.
-    create_dp(cluster, addressRanges=[RANGE], transition={"mode": "ha", "maxPrefixHistory": 2})
+    create_dp(cluster, addressRanges=[RANGE], transition=HA)
+    create_pool(cluster, "lb-pool", [V4])
     cd = ha()
     send(cd, 1, prefix(A))
-    service(cluster, "both", families=("IPv6", "IPv4"), ingress=(addr(A), "192.0.2.20"))
-    wait_annotations(cluster, "both", f"{addr(A)},192.0.2.20", addr(A))
+    wait_pool(cluster, V4, block(A))
+    service(cluster, "both", families=("IPv6", "IPv4"))
+    ips = ingress.wait("both", lambda ips: len(ips) == 2, "an IPv6 and an IPv4 address from LB-IPAM")
+    (a,) = [ip for ip in ips if ":" in ip]
+    (v4,) = [ip for ip in ips if ":" not in ip]
+    assert in_range(A, a), ips
+    wait_annotations(cluster, "both", f"{a},{v4}", a)
     send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))
-    wait_annotations(cluster, "both", f"{addr(B)},{addr(A)},192.0.2.20", addr(B))
+    wait_annotations(cluster, "both", f"{at(B, a)},{a},{v4}", at(B, a))
+    ingress.wait("both", lambda ips: set(ips) == {at(B, a), a, v4}, "three addresses")
+    assert ingress.held_throughout("both", v4), ingress.history("both")
     # clusterd wrote the IPv4 request, so it takes it back with the rest.
     k8s.CoreV1Api(cluster.admin()).patch_namespaced_service(
         "both", NS, {"metadata": {"annotations": {"dynamic-prefix.io/name": None}}}
@@ -248,46 +318,50 @@ def test_a_dual_stack_service_keeps_the_ipv4_it_was_given(cluster: KubeAPI, ha: 
     wait_annotations(cluster, "both", None, None)
 
 
+def first_version(list_fn: Callable[..., Any], since: str, match: Callable[[Any], bool], *args: str) -> int:
+    """The resourceVersion of the first object version after ``since`` that ``match``es, replayed by a watch."""
+    w = watch.Watch()
+    for ev in w.stream(list_fn, *args, resource_version=since, timeout_seconds=3):
+        obj = ev["object"]
+        if match(obj):
+            w.stop()
+            return int(
+                obj["metadata"]["resourceVersion"] if isinstance(obj, dict) else obj.metadata.resource_version
+            )
+    raise AssertionError(f"no version after {since} matched")
+
+
 def test_services_stop_requesting_old_addresses_before_the_pool_drops_their_block(
-    cluster: KubeAPI, ha: Any
+    cluster: KubeAPI, ingress: IngressLog, ha: Any
 ) -> None:
     # Cilium marks a request for an address no pool holds IPAMRequestSatisfied=False no_pool and
     # keeps it False after the request is fixed: the Service must be written before the pool shrinks.
-    create_dp(cluster, addressRanges=[RANGE], transition={"mode": "ha", "maxPrefixHistory": 2})
+    create_dp(cluster, addressRanges=[RANGE], transition=HA)
     create_pool(cluster, "lb-pool", [V4])
     cd = ha()
     send(cd, 1, prefix(A))
-    service(cluster, "web", ingress=(addr(A),))
+    wait_pool(cluster, V4, block(A))
+    service(cluster, "web")
+    (a,) = ingress.wait("web", one_address, "an address from LB-IPAM")
     send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))
-    wait_annotations(cluster, "web", f"{addr(B)},{addr(A)}", addr(B))
-    wait_until(lambda: get_pool(cluster, "lb-pool")["spec"]["blocks"] == [V4, block(B), block(A)], what="B+A")
+    wait_annotations(cluster, "web", f"{at(B, a)},{a}", at(B, a))
+    wait_pool(cluster, V4, block(B), block(A))
+    core, custom = k8s.CoreV1Api(cluster.admin()), k8s.CustomObjectsApi(cluster.admin())
+    since = core.list_namespaced_service(NS).metadata.resource_version
     send(cd, 3, prefix(B), prefix(A, "withdrawn", valid=0))
-    wait_annotations(cluster, "web", addr(B), addr(B))
-    wait_until(lambda: get_pool(cluster, "lb-pool")["spec"]["blocks"] == [V4, block(B)], what="A dropped")
-    # One etcd holds both objects here, so its revision (the resourceVersion) orders the two writes.
-    svc_rv = int(k8s.CoreV1Api(cluster.admin()).read_namespaced_service("web", NS).metadata.resource_version)
-    pool_rv = int(get_pool(cluster, "lb-pool")["metadata"]["resourceVersion"])
+    wait_annotations(cluster, "web", at(B, a), at(B, a))
+    wait_pool(cluster, V4, block(B))
+    # One etcd holds both objects, so its revision (the resourceVersion) orders the two writes; the
+    # watch replays every version since, as LB-IPAM's own status writes bump both objects too.
+    svc_rv = first_version(core.list_namespaced_service, since,
+                           lambda s: s.metadata.name == "web" and a not in (s.metadata.annotations or {}).get(IPS, ""),
+                           NS)  # fmt: skip
+    pool_rv = first_version(custom.list_cluster_custom_object, since,
+                            lambda p: p["metadata"]["name"] == "lb-pool" and block(A) not in p["spec"]["blocks"],
+                            "cilium.io", "v2", "ciliumloadbalancerippools")  # fmt: skip
     assert svc_rv < pool_rv, "the pool dropped prefix A's block while the Service still requested A"
-
-
-def test_metallb_services_move_to_the_new_address_and_report_what_ha_mode_cannot_keep(
-    cluster: KubeAPI, ha: Any
-) -> None:
-    # MetalLB refuses two IPv6 addresses in metallb.io/loadBalancerIPs (it then allocates nothing).
-    create_dp(cluster, addressRanges=[RANGE], transition={"mode": "ha", "maxPrefixHistory": 2})
-    cd = ha()
-    send(cd, 1, prefix(A))
-    service(cluster, "mlb", {"dynamic-prefix.io/ip-annotation": "metallb"}, ingress=(addr(A),))
-    wait_annotations(cluster, "mlb", addr(A), addr(A), key=MLB)
-    wait_until(lambda: condition(get_dp(cluster), "ServicesSynced") == ("True", "Synced"), what="in step")
-    send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))
-    wait_annotations(cluster, "mlb", addr(B), addr(B), key=MLB)
-    wait_until(lambda: condition(get_dp(cluster), "ServicesSynced") == ("False", "MetalLBOneAddressPerFamily"),
-               what="ServicesSynced names the MetalLB limitation")  # fmt: skip
-    assert f"old connections on {addr(A)} are not kept" in json.dumps(get_dp(cluster)["status"]["conditions"])
-    wait_until(
-        lambda: "MetalLBOneAddressPerFamily" in events_for(cluster, "mlb"), what="an Event on the Service"
-    )
+    ingress.wait("web", lambda ips: ips == (at(B, a),), "only its B address")
+    assert ingress.held_throughout("web", at(B, a)), ingress.history("web")
 
 
 def services_synced_message(kube: KubeAPI) -> str:
@@ -298,27 +372,27 @@ def services_synced_message(kube: KubeAPI) -> str:
 
 
 def test_a_service_annotated_later_is_counted_at_once_and_logged_under_its_own_name(
-    cluster: KubeAPI, ha: Any
+    cluster: KubeAPI, ingress: IngressLog, ha: Any
 ) -> None:
-    create_dp(cluster, addressRanges=[RANGE], transition={"mode": "ha", "maxPrefixHistory": 2})
+    create_dp(cluster, addressRanges=[RANGE], transition=HA)
+    create_pool(cluster, "lb-pool", [V4])
     cd = ha()
     send(cd, 1, prefix(A))
-    service(cluster, "first", ingress=(addr(A),))
+    wait_pool(cluster, V4, block(A))
+    service(cluster, "first")
+    ingress.wait("first", one_address, "an address from LB-IPAM")
     wait_until(lambda: services_synced_message(cluster) == "1 Service(s) in step", what="one Service counted")
     # A Service that already has its address is annotated later: no wait or problem changes,
     # only the count; nothing else (no message, no timer) makes the DynamicPrefix reconcile.
+    service(cluster, "second", managed=False)
+    ingress.wait("second", one_address, "an address from LB-IPAM")
     core = k8s.CoreV1Api(cluster.admin())
-    core.create_namespaced_service(NS, k8s.V1Service(
-        metadata=k8s.V1ObjectMeta(name="second"),
-        spec=k8s.V1ServiceSpec(type="LoadBalancer", ip_families=["IPv6"], ports=[k8s.V1ServicePort(port=443)]),
-    ))  # fmt: skip
-    give_address(cluster, "second", addr(A, "2b"))
     core.patch_namespaced_service("second", NS, {"metadata": {"annotations": {
         "dynamic-prefix.io/name": "home", "dynamic-prefix.io/service-address-range": "lb"}}})  # fmt: skip
     wait_until(lambda: IPS in annotations(cluster, "second"), what="the second Service synced")
     wait_until(lambda: services_synced_message(cluster) == "2 Service(s) in step", timeout=5,
                what="the condition to count the second Service")  # fmt: skip
-    k8s.CoreV1Api(cluster.admin()).delete_namespaced_service("first", NS)
+    core.delete_namespaced_service("first", NS)
     wait_until(lambda: services_synced_message(cluster) == "1 Service(s) in step", timeout=5,
                what="the condition to drop the deleted Service")  # fmt: skip
     line = next(x for x in cd.log_lines if "reason=AddressesUpdated" in x and "second" in x)

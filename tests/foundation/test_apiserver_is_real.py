@@ -18,6 +18,7 @@ from tests.ground.apiserver import TEST_LABEL, KubeAPI
 pytestmark = pytest.mark.apiserver
 
 DP = ("dynamic-prefix.io", "v1alpha1", "dynamicprefixes")
+MLB_POOLS = ("metallb.io", "v1beta1", "ipaddresspools")
 
 
 def dynamic_prefix(name: str, **spec: object) -> dict[str, object]:
@@ -106,11 +107,16 @@ def test_service_account_without_rights_gets_403_and_with_rights_succeeds(kube: 
 def test_clean_state_between_tests_part_one(kube: KubeAPI) -> None:
     k8s.CustomObjectsApi(kube.admin()).create_cluster_custom_object(*DP, dynamic_prefix("leftover"))
     k8s.CoreV1Api(kube.admin()).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name="leftover")))
+    # A kind its group serves only outside the preferred version (metallb.io prefers v1beta2).
+    k8s.CustomObjectsApi(kube.admin()).create_namespaced_custom_object(*MLB_POOLS[:2], "leftover", MLB_POOLS[2], {
+        "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": "leftover"},
+        "spec": {"addresses": ["198.18.0.0/32"]}})  # fmt: skip
 
 
 def test_clean_state_between_tests_part_two(kube: KubeAPI) -> None:
     """Runs after part one: nothing it created is left."""
     assert k8s.CustomObjectsApi(kube.admin()).list_cluster_custom_object(*DP)["items"] == []
+    assert k8s.CustomObjectsApi(kube.admin()).list_cluster_custom_object(*MLB_POOLS)["items"] == []
     names = {n.metadata.name for n in k8s.CoreV1Api(kube.admin()).list_namespace().items}
     assert "leftover" not in names
 

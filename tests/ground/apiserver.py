@@ -11,11 +11,13 @@ does the namespace part itself).
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import signal
 import ssl
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -52,9 +54,11 @@ class KubeAPI:
     etcd_port: int = field(default_factory=free_port)
     etcd_peer_port: int = field(default_factory=free_port)
     port: int = field(default_factory=free_port)
-    base_crds: frozenset[str] = frozenset()
+    base_crds: list[dict[str, Any]] = field(default_factory=list)
+    base_crd_versions: dict[str, str] = field(default_factory=dict)
     _etcd: subprocess.Popen[bytes] | None = None
     _apiserver: subprocess.Popen[bytes] | None = None
+    _local: threading.local = field(default_factory=threading.local)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -230,20 +234,36 @@ class KubeAPI:
 
         Independent of the Python client's version, for the test ground's own
         housekeeping (discovery, deletecollection) and for asserting raw codes.
+        One kept-alive connection per thread: the per-test clean-up makes a few
+        hundred requests, and a TLS handshake each cost seconds on a busy machine.
         """
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(  # noqa: S310 - https URL built from our own port
-            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(req, context=self._ssl_context(), timeout=30) as resp:  # noqa: S310
-                return resp.status, json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as e:
-            raw = e.read()
+        for attempt in (1, 2):
+            conn = self._connection()
             try:
-                return e.code, json.loads(raw)
+                conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                raw = resp.read()
+            except (http.client.HTTPException, OSError):
+                conn.close()
+                self._local.conn = None
+                if attempt == 2:
+                    raise
+                continue  # the server closed the idle connection (or restarted): once more, fresh
+            try:
+                return resp.status, json.loads(raw or b"null")
             except ValueError:
-                return e.code, raw.decode(errors="replace")
+                return resp.status, raw.decode(errors="replace")
+        raise AssertionError("unreachable")
+
+    def _connection(self) -> http.client.HTTPSConnection:
+        conn: http.client.HTTPSConnection | None = getattr(self._local, "conn", None)
+        if conn is None or conn.port != self.port:
+            conn = http.client.HTTPSConnection(
+                "127.0.0.1", self.port, context=self._ssl_context(), timeout=30
+            )
+            self._local.conn = conn
+        return conn
 
     def configuration(self, token: str | None = None) -> k8s.Configuration:
         """A client configuration: admin by certificate, or a bearer ``token``."""
@@ -308,9 +328,11 @@ class KubeAPI:
 
 
 def load_yaml_docs(paths: Iterable[Path]) -> list[dict[str, Any]]:
+    # libyaml's loader: Cilium's CRDs are 1.3 MB of YAML, ~20 s for the pure-Python one.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     docs: list[dict[str, Any]] = []
     for p in paths:
-        docs.extend(d for d in yaml.safe_load_all(p.read_text()) if d)
+        docs.extend(d for d in yaml.load_all(p.read_text(), Loader=loader) if d)
     return docs
 
 
@@ -379,30 +401,56 @@ def delete_crd(api: KubeAPI, name: str, timeout: float = 60.0) -> None:
 
 
 def _resources(api: KubeAPI) -> Iterator[tuple[str, str, bool]]:
-    """Yield (group/version path, plural, namespaced) for every deletable resource."""
+    """Yield (group/version path, plural, namespaced) for every deletable resource.
+
+    Every version of a group, not just the preferred one: a group's kinds may be
+    served at different versions (MetalLB's preferred v1beta2 has only BGPPeer;
+    its IPAddressPool is v1beta1). Each (group, plural) is yielded once.
+    """
     paths = ["/api/v1"]
     _, groups = api.request("GET", "/apis")
-    paths += ["/apis/" + g["preferredVersion"]["groupVersion"] for g in groups["groups"]]
+    for g in groups["groups"]:
+        preferred = g["preferredVersion"]["groupVersion"]
+        others = [v["groupVersion"] for v in g["versions"] if v["groupVersion"] != preferred]
+        paths += ["/apis/" + gv for gv in [preferred, *others]]
+    seen: set[tuple[str, str]] = set()
     for path in paths:
         code, doc = api.request("GET", path)
         if code != 200:
             continue  # a group that vanished between the two calls (a CRD being deleted)
+        group = path.rsplit("/", 1)[0]
         for r in doc["resources"]:
-            if "/" in r["name"] or "deletecollection" not in r.get("verbs", []):
+            if "/" in r["name"] or "deletecollection" not in r.get("verbs", []) or (group, r["name"]) in seen:
                 continue
+            seen.add((group, r["name"]))
             yield path, r["name"], bool(r["namespaced"])
 
 
-def clean_state(api: KubeAPI, base_crds: frozenset[str]) -> None:
+def crd_versions(api: KubeAPI) -> dict[str, str]:
+    """Every CRD's resourceVersion, by name (one request)."""
+    _, crds = api.request("GET", CRD_PATH)
+    return {c["metadata"]["name"]: c["metadata"]["resourceVersion"] for c in crds["items"]}
+
+
+def install_base_crds(api: KubeAPI, crds: list[dict[str, Any]]) -> None:
+    """Apply the session's CRDs and remember them, so ``clean_state`` can restore them."""
+    apply_crds(api, crds)
+    api.base_crds = crds
+    api.base_crd_versions = crd_versions(api)
+
+
+def clean_state(api: KubeAPI) -> None:
     """Return the cluster to its state at session start.
 
     Deletes every custom object, every test namespace (its objects first, then
     the namespace, finalized by hand since no namespace controller runs), every
-    object labelled ``dynamic-prefix.io/test`` and any CRD a test added.
+    object labelled ``dynamic-prefix.io/test`` and any CRD a test added; puts
+    back a base CRD a test replaced or deleted (the v2alpha1-only Cilium variant).
     """
+    base = {d["metadata"]["name"] for d in api.base_crds}
     _, crds = api.request("GET", CRD_PATH)
     for crd in crds["items"]:
-        if crd["metadata"]["name"] not in base_crds:
+        if crd["metadata"]["name"] not in base:
             delete_crd(api, crd["metadata"]["name"])
     custom_groups = {c["spec"]["group"] for c in crds["items"]}
     _, nslist = api.request("GET", "/api/v1/namespaces")
@@ -411,18 +459,20 @@ def clean_state(api: KubeAPI, base_crds: frozenset[str]) -> None:
     ]
     labelled = f"?labelSelector={TEST_LABEL}"
     for path, plural, namespaced in _resources(api):
-        is_custom = path.startswith("/apis/") and path[6:].rsplit("/", 1)[0] in custom_groups
         if plural == "namespaces":
+            continue
+        if path.startswith("/apis/") and path[6:].rsplit("/", 1)[0] in custom_groups:
+            _delete_custom_objects(api, path, plural, namespaced)
             continue
         if namespaced:
             targets = [f"{path}/namespaces/{ns}/{plural}" for ns in namespaces]
-            everything = is_custom or plural == "events"  # Events are the tests' own exhaust
+            everything = plural == "events"  # Events are the tests' own exhaust
             targets += [
                 f"{path}/namespaces/{ns}/{plural}" + ("" if everything else labelled)
                 for ns in sorted(BASE_NAMESPACES)
             ]
         else:
-            targets = [f"{path}/{plural}" + ("" if is_custom else labelled)]
+            targets = [f"{path}/{plural}{labelled}"]
         for t in targets:
             api.request("DELETE", t)
     for ns in namespaces:
@@ -437,6 +487,30 @@ def clean_state(api: KubeAPI, base_crds: frozenset[str]) -> None:
                 "spec": {"finalizers": []},
             },
         )
+    current = crd_versions(api)
+    known = api.base_crd_versions
+    changed = [
+        d for d in api.base_crds if current.get(d["metadata"]["name"]) != known.get(d["metadata"]["name"])
+    ]
+    if changed:
+        apply_crds(api, changed)
+        api.base_crd_versions = crd_versions(api)
+
+
+def _delete_custom_objects(api: KubeAPI, path: str, plural: str, namespaced: bool) -> None:
+    """Delete every object of one custom resource: one list, then a deletecollection where any are.
+
+    There are dozens of Cilium and MetalLB kinds and nearly all are empty, so
+    listing first keeps the per-test clean-up to about one request per kind.
+    """
+    code, found = api.request("GET", f"{path}/{plural}")
+    if code != 200 or not found["items"]:
+        return
+    if not namespaced:
+        api.request("DELETE", f"{path}/{plural}")
+        return
+    for ns in sorted({o["metadata"]["namespace"] for o in found["items"]}):
+        api.request("DELETE", f"{path}/namespaces/{ns}/{plural}")
 
 
 def start_session_apiserver(workdir: Path) -> KubeAPI:

@@ -1,10 +1,12 @@
-"""Build and locate the Go test binaries: kube-apiserver, etcd (and helm).
+"""Build and locate the Go test binaries: kube-apiserver, etcd, helm and the LB IPAMs.
 
 Nothing serves these binaries to this machine, so they are built from the
 published Go modules through the wrapper modules in ``tests/testbin/`` (their
 go.mod/go.sum are committed). Builds land in a cache outside the checkout,
 keyed by version and by the wrapper's go.sum, so a clean clone reuses them.
 ``KUBEBUILDER_ASSETS`` (the envtest convention) wins when it holds the binary.
+The load-balancer IPAMs (cilium-operator, MetalLB's controller) are built the
+same way, and their modules' CRD manifests are read from the Go module cache.
 
 Standard library only: ``scripts/test`` runs it before any test dependency is
 installed (``python -m tests.ground.testbin build``).
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -44,6 +47,8 @@ class Tool:
     module_dir: str
     package: str
     version_key: str
+    tags: str = ""
+    upstream: str = ""  # the published module the wrapper requires (its CRDs are read from it)
 
     @property
     def version(self) -> str:
@@ -67,6 +72,10 @@ class Tool:
             return f"-X go.etcd.io/etcd/api/v3/version.GitSHA=v{v}"
         if self.name == "helm":
             return f"-X helm.sh/helm/v3/internal/version.version=v{v} {self.build_flags()}"
+        if self.name == "cilium-operator-generic":
+            return f"-X github.com/cilium/cilium/pkg/version.ciliumVersion={v}"
+        if self.name == "metallb-controller":
+            return ""  # MetalLB's version string is in its source
         raise ValueError(self.name)
 
     def build_flags(self) -> str:
@@ -104,6 +113,23 @@ TOOLS = {
         ),
         Tool("etcd", "etcd", "go.etcd.io/etcd/server/v3", "ETCD_VERSION"),
         Tool("helm", "helm", "helm.sh/helm/v3/cmd/helm", "HELM_VERSION"),
+        # Cilium's Makefile builds cilium-operator-generic with this tag: the
+        # operator without the cloud IPAM providers (it checks its own name).
+        Tool(
+            "cilium-operator-generic",
+            "cilium-operator",
+            "github.com/cilium/cilium/operator",
+            "CILIUM_VERSION",
+            tags="ipam_provider_operator",
+            upstream="github.com/cilium/cilium",
+        ),
+        Tool(
+            "metallb-controller",
+            "metallb-controller",
+            "go.universe.tf/metallb/controller",
+            "METALLB_VERSION",
+            upstream="go.universe.tf/metallb",
+        ),
     )
     if (TESTBIN / t.module_dir / "go.mod").exists()
 }
@@ -168,12 +194,14 @@ def build(name: str) -> Path:
             return dest
         tmp = dest.with_suffix(".tmp")
         say(f"building {name} v{tool.version} (once; cached in {dest.parent})")
+        tags = [f"-tags={tool.tags}"] if tool.tags else []
         _progress(
             name,
             [
                 go,
                 "build",
                 "-trimpath",
+                *tags,
                 "-ldflags",
                 f"-s -w {tool.ldflags()}",
                 "-o",
@@ -209,6 +237,35 @@ def _progress(name: str, argv: list[str], cwd: Path, env: dict[str, str], every:
 def _elapsed(t0: float) -> str:
     m, s = divmod(int(time.monotonic() - t0), 60)
     return f"{m}m{s:02d}s"
+
+
+def module_source(name: str) -> Path:
+    """The directory of the upstream module a tool is built from (for its CRD manifests).
+
+    ``go mod download`` in the wrapper module fetches it if the cache lacks it,
+    checked against the committed go.sum; without Go the default module cache
+    is looked up directly.
+    """
+    tool = TOOLS[name]
+    go = go_binary()
+    if go is not None:
+        out = subprocess.run(
+            [go, "mod", "download", "-json", f"{tool.upstream}@v{tool.version}"],
+            cwd=TESTBIN / tool.module_dir,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"go mod download {tool.upstream}: {out.stdout}{out.stderr}")
+        return Path(json.loads(out.stdout)["Dir"])
+    cache = os.environ.get("GOMODCACHE") or str(
+        Path(os.environ.get("GOPATH", Path.home() / "go")) / "pkg" / "mod"
+    )
+    path = Path(cache) / f"{tool.upstream}@v{tool.version}"
+    if not path.is_dir():
+        raise RuntimeError(f"{path} is missing and Go >= 1.26 is not on PATH to download it")
+    return path
 
 
 def main(argv: list[str]) -> int:

@@ -75,12 +75,11 @@ def scenario(kube: KubeAPI, token: str, work: Path) -> str | None:
         "apiVersion": "cilium.io/v2", "kind": "CiliumCIDRGroup",
         "metadata": {"name": group, "annotations": {"dynamic-prefix.io/name": dp}},
         "spec": {"externalCIDRs": []}})  # fmt: skip
+    # A pinned host suffix: clusterd annotates it without waiting for an IPAM to give it an address.
     core.create_namespaced_service("apps", k8s.V1Service(
-        metadata=k8s.V1ObjectMeta(name=svc, annotations=ann),
+        metadata=k8s.V1ObjectMeta(name=svc, annotations={**ann, "dynamic-prefix.io/host-suffix": "::f000:0:0:9"}),
         spec=k8s.V1ServiceSpec(type="LoadBalancer", ip_families=["IPv6"],
                                ports=[k8s.V1ServicePort(port=80)])))  # fmt: skip
-    core.patch_namespaced_service_status(svc, "apps", {"status": {"loadBalancer": {"ingress": [
-        {"ip": "2001:db8:a:0:f000::9"}]}}})  # fmt: skip
     kube.request("DELETE", f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/dp-dynamic-prefix")
     cd = Clusterd(kube, work / f"run-{n}", token=token, leader_election=True, identity=f"pod-{n}",
                   extra={"leaderElection": {"enabled": True, "leaseName": "dp-dynamic-prefix",

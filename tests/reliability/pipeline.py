@@ -1,9 +1,9 @@
 """The whole pipeline for fault injection, and the invariants checked after every scenario.
 
 radvd (router namespace) -> routerd (host namespace) -> Mosquitto (a broker
-of the test's own, so it can be killed) -> clusterd -> kube-apiserver, with a
-DynamicPrefix, a pool, a CIDR group and an HA Service that each also carry
-the user's own entries. A watch records every version of the DynamicPrefix
+of the test's own, so it can be killed) -> clusterd -> kube-apiserver (and
+Cilium's LB-IPAM where a test runs it), with a DynamicPrefix, a pool, a CIDR
+group and an HA Service that each also carry the user's own entries. A watch records every version of the DynamicPrefix
 so the invariants can look at the whole history, not just the end.
 """
 
@@ -13,7 +13,7 @@ import shutil
 import threading
 import time
 from dataclasses import dataclass, field
-from ipaddress import IPv6Network
+from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any
 
@@ -178,10 +178,21 @@ class Pipeline:
 
         wait_until(ok, timeout, f"{prefix} current and in the pool")
 
-    def give_service_address(self, prefix: str) -> None:
-        ip = f"{prefix.split('::/', maxsplit=1)[0]}:0:f000::2a"
-        self.core.patch_namespaced_service_status("web", "apps", {"status": {"loadBalancer": {"ingress": [
-            {"ip": USER_SVC_IP}, {"ip": ip}]}}})  # fmt: skip
+    def wait_service_address(self, prefix: str, timeout: float = 30.0) -> None:
+        """Wait until Service web holds an address of ``prefix`` beside the user's IPv4.
+
+        The address comes from the real LB-IPAM (the test runs the ``cilium_operator``
+        fixture); web's annotation lists the user's IPv4, so clusterd chooses the
+        IPv6 address and LB-IPAM allocates what is requested.
+        """
+        net = IPv6Network(prefix)
+
+        def ok() -> bool:
+            svc = self.core.read_namespaced_service("web", "apps")
+            ips = [i.ip for i in svc.status.load_balancer.ingress or []]
+            return USER_SVC_IP in ips and any(":" in ip and IPv6Address(ip) in net for ip in ips)
+
+        wait_until(ok, timeout, f"Service web holding {USER_SVC_IP} and an address in {prefix}")
 
     # -- invariants --------------------------------------------------------------------------
 

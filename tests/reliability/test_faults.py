@@ -16,6 +16,7 @@ import pytest
 
 from tests.ground.apiserver import KubeAPI
 from tests.ground.clusterd_proc import Barrier, Clusterd
+from tests.ground.lbipam import CiliumOperator
 from tests.ground.netlab import AdvPrefix, Lab
 from tests.ground.require import require_program
 from tests.ground.routerd_proc import Routerd, current, states
@@ -29,7 +30,7 @@ LONG = {"valid": 86400, "preferred": 14400}
 
 
 @pytest.fixture
-def pipe(cluster: KubeAPI, lab: Lab, tmp_path: Path) -> Iterator[Pipeline]:
+def pipe(cluster: KubeAPI, cilium_operator: CiliumOperator, lab: Lab, tmp_path: Path) -> Iterator[Pipeline]:
     p = Pipeline(cluster, lab, tmp_path)
     yield p
     p.close()
@@ -41,13 +42,14 @@ def started(pipe: Pipeline, **clusterd: Any) -> tuple[Clusterd, Routerd]:
     pipe.advertise([AdvPrefix(A, **LONG)], start=True)
     r = pipe.start_routerd()
     pipe.wait_current(A)
-    pipe.give_service_address(A)
+    pipe.wait_service_address(A)
     return cd, r
 
 
 @pytest.mark.parametrize("persistence", [False, True])
-def test_broker_killed_and_restarted_during_a_prefix_change(cluster: KubeAPI, lab: Lab, tmp_path: Path,
-                                                            persistence: bool) -> None:  # fmt: skip
+def test_broker_killed_and_restarted_during_a_prefix_change(
+    cluster: KubeAPI, cilium_operator: CiliumOperator, lab: Lab, tmp_path: Path, persistence: bool
+) -> None:
     pipe = Pipeline(cluster, lab, tmp_path, persistence=persistence)
     try:
         _, r = started(pipe)

@@ -1,0 +1,248 @@
+"""Renumbering on the real load-balancer IPAM: what users' Services live through, step by step.
+
+clusterd keeps pools and requested addresses in step with the prefix; the real
+Cilium LB-IPAM (cilium-operator) or MetalLB controller allocates, and writes
+every ``status.loadBalancer.ingress`` here. A watch records every address set
+each Service went through, so "kept its address" is checked over the whole
+transition, not only at its end: a re-allocation in between fails the test.
+
+Steps: prefix A; B arrives (A deprecated, still valid); A expires.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+
+from tests.clusterd.conftest import NS
+from tests.clusterd.test_clusterd import (
+    RANGE,
+    V4,
+    block,
+    condition,
+    create_dp,
+    create_pool,
+    events_for,
+    get_dp,
+)
+from tests.clusterd.test_ha_services import (
+    HA,
+    IPS,
+    MLB,
+    annotations,
+    at,
+    in_range,
+    one_address,
+    send,
+    service,
+    wait_annotations,
+    wait_pool,
+)
+from tests.ground.apiserver import KubeAPI
+from tests.ground.lbipam import METALLB_NAMESPACE, IngressLog
+from tests.ground.messages import prefix
+from tests.ground.waiting import wait_until
+
+pytestmark = pytest.mark.apiserver
+
+A, B = "2001:db8:a::/64", "2001:db8:b::/64"
+USER_V4 = "192.0.2.10"
+SATISFIED = "cilium.io/IPAMRequestSatisfied"
+
+
+def cilium_condition(kube: KubeAPI, name: str) -> tuple[str, str] | None:
+    """LB-IPAM's ``cilium.io/IPAMRequestSatisfied`` on a Service: (status, reason)."""
+    svc = k8s.CoreV1Api(kube.admin()).read_namespaced_service(name, NS)
+    c = next((c for c in svc.status.conditions or [] if c.type == SATISFIED), None)
+    return (c.status, c.reason) if c else None
+
+
+def all_satisfied(kube: KubeAPI, *names: str) -> None:
+    def ok() -> bool:
+        return all(cilium_condition(kube, n) == ("True", "satisfied") for n in names)
+
+    try:
+        wait_until(ok, 15, f"{SATISFIED}=True on {names}")
+    except TimeoutError as e:
+        raise TimeoutError(f"{e}; they have {[cilium_condition(kube, n) for n in names]}") from None
+
+
+def prefix_a_with_web(cluster: KubeAPI, ingress: IngressLog, ha: Any) -> tuple[Any, str]:
+    """HA mode, prefix A, the pool with the user's IPv4 block, and Service web holding an A address."""
+    create_dp(cluster, addressRanges=[RANGE], transition=HA)
+    create_pool(cluster, "lb-pool", [V4])
+    cd = ha()
+    send(cd, 1, prefix(A))
+    wait_pool(cluster, V4, block(A))
+    service(cluster, "web")
+    (a,) = ingress.wait("web", one_address, "an A address from LB-IPAM")
+    assert in_range(A, a), a
+    wait_until(lambda: annotations(cluster, "web").get(IPS) == a, what="web requesting its A address")
+    return cd, a
+
+
+def test_the_pool_gains_b_the_service_keeps_a_and_gains_b_at_the_same_offset(
+    cluster: KubeAPI, ingress: IngressLog, ha: Any
+) -> None:
+    cd, a = prefix_a_with_web(cluster, ingress, ha)
+    send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))
+    wait_pool(cluster, V4, block(B), block(A))
+    ingress.wait("web", lambda ips: set(ips) == {a, at(B, a)}, "its A address and B at the same offset")
+    assert ingress.held_throughout("web", a), f"LB-IPAM re-allocated web: {ingress.history('web')}"
+    all_satisfied(cluster, "web")
+
+
+def test_the_old_prefix_expires_only_old_addresses_go_nothing_on_b_moves(
+    cluster: KubeAPI, ingress: IngressLog, ha: Any
+) -> None:
+    cd, a = prefix_a_with_web(cluster, ingress, ha)
+    send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))
+    ingress.wait("web", lambda ips: set(ips) == {a, at(B, a)}, "both addresses")
+    # A Service that is none of clusterd's business, on a B address its user asked for.
+    bystander = at(B, "::f000:0:0:99")
+    service(cluster, "bystander", {IPS: bystander}, managed=False)
+    ingress.wait("bystander", lambda ips: ips == (bystander,), "its B address")
+    # And one that asks for nothing: LB-IPAM picks from A or B (cilium/cilium#41458: on a
+    # shrink, a Service that lost its address took one another Service still held).
+    service(cluster, "roamer", managed=False)
+    (roamer,) = ingress.wait("roamer", one_address, "an address")
+
+    send(cd, 3, prefix(B), prefix(A, "withdrawn", valid=0))  # A's valid lifetime is over
+    wait_pool(cluster, V4, block(B))
+    ingress.wait("web", lambda ips: ips == (at(B, a),), "only its B address")
+    (moved,) = ingress.wait("roamer", lambda ips: len(ips) == 1 and in_range(B, ips[0]), "a B address")
+    assert annotations(cluster, "web").get(IPS) == at(B, a)
+    assert ingress.held_throughout("web", at(B, a)), f"web's B address moved: {ingress.history('web')}"
+    assert ingress.history("bystander") == [(bystander,)], "a Service on B changed address"
+    assert in_range(A, roamer) or ingress.history("roamer") == [(roamer,)], "a Service on B changed address"
+    assert len({at(B, a), bystander, moved}) == 3, "two Services hold one address"
+    # Requests changed before the pool shrank: LB-IPAM never saw a request no pool holds.
+    all_satisfied(cluster, "web", "bystander", "roamer")
+
+
+def test_a_users_ipv4_block_and_addresses_survive_every_step(
+    cluster: KubeAPI, ingress: IngressLog, ha: Any
+) -> None:
+    create_dp(cluster, addressRanges=[RANGE], transition=HA)
+    create_pool(cluster, "lb-pool", [V4])
+    cd = ha()
+    send(cd, 1, prefix(A))
+    wait_pool(cluster, V4, block(A))
+    # The user asked for an IPv4 address; LB-IPAM allocates exactly what is listed.
+    service(cluster, "pinned-v4", {IPS: USER_V4}, families=("IPv4", "IPv6"))
+    # No request at all: LB-IPAM picks both families from the pool.
+    service(cluster, "prefer", families=("IPv4", "IPv6"), policy="PreferDualStack")
+    pinned = ingress.wait("pinned-v4", lambda ips: len(ips) == 2, "its IPv4 and an IPv6 address", timeout=20)
+    prefer = ingress.wait("prefer", lambda ips: len(ips) == 2, "an IPv4 and an IPv6 address")
+    (a1,) = [ip for ip in pinned if ":" in ip]
+    (a2,) = [ip for ip in prefer if ":" in ip]
+    (v4,) = [ip for ip in prefer if ":" not in ip]
+    assert USER_V4 in pinned and in_range(A, a1) and in_range(A, a2), (pinned, prefer)
+
+    send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))
+    wait_pool(cluster, V4, block(B), block(A))
+    ingress.wait("pinned-v4", lambda ips: set(ips) == {USER_V4, a1, at(B, a1)}, "three addresses")
+    ingress.wait("prefer", lambda ips: set(ips) == {v4, a2, at(B, a2)}, "three addresses")
+
+    send(cd, 3, prefix(B), prefix(A, "withdrawn", valid=0))
+    wait_pool(cluster, V4, block(B))
+    ingress.wait("pinned-v4", lambda ips: set(ips) == {USER_V4, at(B, a1)}, "the IPv4 and the B address")
+    ingress.wait("prefer", lambda ips: set(ips) == {v4, at(B, a2)}, "the IPv4 and the B address")
+    assert USER_V4 in annotations(cluster, "pinned-v4")[IPS].split(",")
+    for name, kept in (("pinned-v4", USER_V4), ("prefer", v4)):
+        assert ingress.held_throughout(name, kept), f"{name} lost {kept}: {ingress.history(name)}"
+    all_satisfied(cluster, "pinned-v4", "prefer")
+
+
+def test_simple_mode_a_service_on_a_gets_a_b_address_once_a_is_gone(
+    cluster: KubeAPI, ingress: IngressLog, ha: Any, record_property: Any
+) -> None:
+    """What users of simple mode see: their Service's address changes when the old prefix expires."""
+    create_dp(cluster, addressRanges=[RANGE], transition={"mode": "simple", "maxPrefixHistory": 2})
+    create_pool(cluster, "lb-pool", [V4])
+    cd = ha()
+    send(cd, 1, prefix(A))
+    wait_pool(cluster, V4, block(A))
+    service(cluster, "plain", managed=False)
+    (a,) = ingress.wait("plain", one_address, "an A address")
+    send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))
+    wait_pool(cluster, V4, block(B), block(A))
+    assert ingress.current("plain") == (a,), "a simple-mode Service moved while A was still valid"
+
+    sent = time.monotonic()
+    send(cd, 3, prefix(B), prefix(A, "withdrawn", valid=0))
+    (b,) = ingress.wait("plain", lambda ips: len(ips) == 1 and in_range(B, ips[0]), "a B address")
+    took = ingress.first_seen("plain", b) - sent
+    record_property("simple_mode_readdress_seconds", round(took, 3))
+    print(f"simple mode: the Service moved from {a} to {b} {took:.3f} s after A expired")
+    assert ingress.history("plain") == [(a,), (b,)], "the Service was without an address or moved twice"
+
+
+# -- MetalLB --------------------------------------------------------------------------------
+
+
+def events(kube: KubeAPI, name: str) -> list[k8s.CoreV1Event]:
+    return [
+        e
+        for e in k8s.CoreV1Api(kube.admin()).list_namespaced_event(NS).items
+        if e.involved_object.name == name
+    ]
+
+
+def metallb_pool(kube: KubeAPI, *addresses: str) -> None:
+    """An IPAddressPool written by the test: clusterd does not sync MetalLB pools yet (issue 16)."""
+    k8s.CustomObjectsApi(kube.admin()).create_namespaced_custom_object(
+        "metallb.io", "v1beta1", METALLB_NAMESPACE, "ipaddresspools", {
+            "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+            "metadata": {"name": "lb", "namespace": METALLB_NAMESPACE},
+            "spec": {"addresses": list(addresses)},
+        })  # fmt: skip
+
+
+def test_metallb_ha_limitation_is_reported_not_written(
+    cluster: KubeAPI, metallb_ingress: IngressLog, ha: Any
+) -> None:
+    """MetalLB holds one address per family: clusterd moves the Service to B and says what is lost.
+
+    It must not ask for two IPv6 addresses (MetalLB then allocates nothing at all).
+    """
+    create_dp(cluster, addressRanges=[RANGE], transition=HA)
+    a_block, b_block = block(A), block(B)
+    metallb_pool(cluster, f"{a_block['start']}-{a_block['stop']}", f"{b_block['start']}-{b_block['stop']}")
+    cd = ha()
+    send(cd, 1, prefix(A))
+    service(cluster, "web", {"dynamic-prefix.io/ip-annotation": "metallb"})
+    (a,) = metallb_ingress.wait("web", one_address, "an A address from MetalLB")
+    assert in_range(A, a), a
+    wait_annotations(cluster, "web", a, a, key=MLB)
+    wait_until(lambda: condition(get_dp(cluster), "ServicesSynced") == ("True", "Synced"), what="in step")
+    send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))
+
+    def requested_v6() -> list[str]:
+        value = annotations(cluster, "web").get(MLB, "")
+        return [ip for ip in value.split(",") if ":" in ip]
+
+    def reported() -> bool:
+        return "MetalLBOneAddressPerFamily" in events_for(cluster, "web")
+
+    # clusterd either reports the limit (right) or asks for both addresses (what MetalLB refuses).
+    wait_until(lambda: reported() or len(requested_v6()) > 1, what="clusterd acting on prefix B for web")
+    assert len(requested_v6()) <= 1, f"clusterd asked MetalLB for {requested_v6()}, which it refuses"
+    wait_annotations(cluster, "web", at(B, a), at(B, a), key=MLB)
+    wait_until(lambda: condition(get_dp(cluster), "ServicesSynced") == ("False", "MetalLBOneAddressPerFamily"),
+               what="ServicesSynced names the MetalLB limitation")  # fmt: skip
+    assert f"old connections on {a} are not kept" in json.dumps(get_dp(cluster)["status"]["conditions"])
+    assert any(
+        e.type == "Warning" and e.reason == "MetalLBOneAddressPerFamily" for e in events(cluster, "web")
+    )
+    metallb_ingress.wait("web", lambda ips: ips == (at(B, a),), "MetalLB moving web to its B address")
+    assert [ips for ips in metallb_ingress.history("web") if ips] == [(a,), (at(B, a),)], (
+        f"web held an address clusterd did not ask for: {metallb_ingress.history('web')}"
+    )
+    assert not [e for e in events(cluster, "web") if e.reason == "AllocationFailed"], (
+        "MetalLB refused a request"
+    )

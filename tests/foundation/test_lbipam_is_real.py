@@ -1,0 +1,87 @@
+"""The load-balancer IPAMs the tests use are the real ones, and behave as docs/DESIGN facts say.
+
+Cilium's LB-IPAM (in cilium-operator) and MetalLB's controller allocate from
+their pools and write ``status.loadBalancer.ingress`` themselves; the facts
+clusterd's design leans on are checked here against them: several addresses
+of one family in ``lbipam.cilium.io/ips`` are fine, a request for an address
+no pool holds is ``no_pool``, MetalLB refuses two IPv6 addresses.
+"""
+
+from __future__ import annotations
+
+import pytest
+from kubernetes import client as k8s
+
+from tests.ground import testbin
+from tests.ground.apiserver import KubeAPI
+from tests.ground.lbipam import METALLB_NAMESPACE, CiliumOperator, MetallbController, cilium_operator_version
+from tests.ground.waiting import wait_until
+
+pytestmark = pytest.mark.apiserver
+
+NS = "lbipam"
+
+
+def lb_service(kube: KubeAPI, name: str, annotations: dict[str, str] | None = None) -> None:
+    core = k8s.CoreV1Api(kube.admin())
+    if name == "first":
+        core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=NS)))
+    core.create_namespaced_service(NS, k8s.V1Service(
+        metadata=k8s.V1ObjectMeta(name=name, annotations=annotations),
+        spec=k8s.V1ServiceSpec(type="LoadBalancer", ip_families=["IPv6"], ports=[k8s.V1ServicePort(port=80)]),
+    ))  # fmt: skip
+
+
+def ingress(kube: KubeAPI, name: str) -> list[str]:
+    svc = k8s.CoreV1Api(kube.admin()).read_namespaced_service(name, NS)
+    return [i.ip for i in svc.status.load_balancer.ingress or []]
+
+
+def satisfied(kube: KubeAPI, name: str) -> tuple[str, str] | None:
+    svc = k8s.CoreV1Api(kube.admin()).read_namespaced_service(name, NS)
+    c = next((c for c in svc.status.conditions or [] if c.type == "cilium.io/IPAMRequestSatisfied"), None)
+    return (c.status, c.reason) if c else None
+
+
+def test_cilium_operator_reports_the_pinned_version(cilium_operator: CiliumOperator) -> None:
+    binary = testbin.find("cilium-operator-generic")
+    assert binary is not None
+    assert testbin.versions()["CILIUM_VERSION"] in cilium_operator_version(binary)
+
+
+def test_cilium_lbipam_allocates_honours_two_ipv6_and_says_no_pool(
+    kube: KubeAPI, cilium_operator: CiliumOperator
+) -> None:
+    k8s.CustomObjectsApi(kube.admin()).create_cluster_custom_object("cilium.io", "v2", "ciliumloadbalancerippools", {
+        "apiVersion": "cilium.io/v2", "kind": "CiliumLoadBalancerIPPool", "metadata": {"name": "p"},
+        "spec": {"blocks": [{"start": "2001:db8:a::10", "stop": "2001:db8:a::1f"}]},
+    })  # fmt: skip
+    lb_service(kube, "first")
+    wait_until(lambda: ingress(kube, "first") == ["2001:db8:a::10"], what="the pool's first address")
+    lb_service(kube, "two", {"lbipam.cilium.io/ips": "2001:db8:a::15,2001:db8:a::16"})
+    wait_until(lambda: sorted(ingress(kube, "two")) == ["2001:db8:a::15", "2001:db8:a::16"],
+               what="both requested IPv6 addresses")  # fmt: skip
+    lb_service(kube, "nowhere", {"lbipam.cilium.io/ips": "2001:db8:b::1"})
+    wait_until(lambda: satisfied(kube, "nowhere") == ("False", "no_pool"), what="no_pool")
+    assert ingress(kube, "nowhere") == []
+
+
+def test_metallb_assigns_from_its_pool_and_refuses_two_ipv6(
+    kube: KubeAPI, metallb_controller: MetallbController
+) -> None:
+    k8s.CustomObjectsApi(kube.admin()).create_namespaced_custom_object(
+        "metallb.io", "v1beta1", METALLB_NAMESPACE, "ipaddresspools", {
+            "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+            "metadata": {"name": "p", "namespace": METALLB_NAMESPACE},
+            "spec": {"addresses": ["2001:db8:a::10-2001:db8:a::1f"]},
+        })  # fmt: skip
+    lb_service(kube, "first")
+    wait_until(lambda: ingress(kube, "first") == ["2001:db8:a::10"], what="the pool's first address")
+    lb_service(kube, "two", {"metallb.io/loadBalancerIPs": "2001:db8:a::15,2001:db8:a::16"})
+
+    def refused() -> bool:
+        events = k8s.CoreV1Api(kube.admin()).list_namespaced_event(NS).items
+        return any(e.involved_object.name == "two" and e.reason == "AllocationFailed" for e in events)
+
+    wait_until(refused, what="MetalLB refusing two IPv6 addresses")
+    assert ingress(kube, "two") == []
