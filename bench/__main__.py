@@ -60,10 +60,11 @@ def run_clusterd(work: Path, sizes: dict[str, Any]) -> dict[str, Any]:
 def run_ha(work: Path, sizes: dict[str, Any]) -> dict[str, Any]:
     """One prefix change at each size, each on a fresh apiserver so sizes do not share a cache."""
     from bench import clusterd_bench, ha_bench
+    from tests.ground import crds
 
     runs: dict[str, Any] = {}
     for services in sizes["sizes"]:
-        kube = clusterd_bench.setup_kube(work / f"ha-{services}")
+        kube = clusterd_bench.setup_kube(work / f"ha-{services}", crds.cilium())  # all: cilium-operator runs
         try:
             runs[f"{services}_services"] = ha_bench.run(
                 kube, work / f"ha-{services}", services=services, pools=sizes["pools"],
@@ -82,7 +83,7 @@ def versions() -> dict[str, str]:
 
     out = {d: package_version(d) for d in ("pydantic", "paho-mqtt", "pyroute2", "kubernetes", "aiohttp")}
     out["mosquitto"] = tool_version([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-h"])
-    for tool in ("kube-apiserver", "etcd"):
+    for tool in ("kube-apiserver", "etcd", "cilium-operator-generic"):
         path = testbin.find(tool)
         out[tool] = tool_version([str(path), "--version"]) if path else "not built"
     return out

@@ -66,10 +66,11 @@ class Observer:
         self._w.stop()
 
 
-def setup_kube(work: Path) -> KubeAPI:
+def setup_kube(work: Path, cilium: list[dict[str, Any]] | None = None) -> KubeAPI:
+    """An API server with the DynamicPrefix CRD and Cilium's (default: the two clusterd writes)."""
     kube = start_session_apiserver(work / "kube")
     apply_crds(kube, [*load_yaml_docs([ROOT / "manifests/crds/dynamic-prefix.io_dynamicprefixes.yaml"]),
-                      *crds.cilium_clusterd_kinds()])  # fmt: skip
+                      *(crds.cilium_clusterd_kinds() if cilium is None else cilium)])  # fmt: skip
     k8s.CoreV1Api(kube.admin()).create_namespace(
         k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name="dynamic-prefix"))
     )

@@ -24,8 +24,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_quick_run_writes_every_suite(tmp_path: Path) -> None:
     require.require_root()
     require.require_program("mosquitto", "mosquitto")
-    if not (testbin.find("kube-apiserver") and testbin.find("etcd")):
-        require.missing("kube-apiserver/etcd test binaries (scripts/test builds them)")
+    if not (
+        testbin.find("kube-apiserver") and testbin.find("etcd") and testbin.find("cilium-operator-generic")
+    ):
+        require.missing("kube-apiserver/etcd/cilium-operator test binaries (scripts/test builds them)")
     out = tmp_path / "bench.json"
     latest = ROOT / "bench/results/latest.json"
     before = latest.read_bytes() if latest.exists() else None
@@ -51,6 +53,9 @@ def test_quick_run_writes_every_suite(tmp_path: Path) -> None:
     assert sorted(r["services"] for r in runs.values()) == [10, 30]
     for r in runs.values():
         assert r["change"]["api_writes"] == r["change"]["objects_changed"], r
+        assert r["change"]["lbipam_service_status_writes"] >= r["services"], (
+            r
+        )  # LB-IPAM gave each its B address
         assert r["repeated_message"]["api_writes"] == 0, r
     assert "10->30" in doc["results"]["ha"]["growth"]
     assert "ha.growth.10->30.converge_ms_per_service" in proc.stdout  # the table

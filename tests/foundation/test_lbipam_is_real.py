@@ -4,7 +4,8 @@ Cilium's LB-IPAM (in cilium-operator) and MetalLB's controller allocate from
 their pools and write ``status.loadBalancer.ingress`` themselves; the facts
 clusterd's design leans on are checked here against them: several addresses
 of one family in ``lbipam.cilium.io/ips`` are fine, a request for an address
-no pool holds is ``no_pool``, MetalLB refuses two IPv6 addresses.
+no pool holds is ``no_pool``, two pools on one range conflict, MetalLB
+refuses two IPv6 addresses.
 """
 
 from __future__ import annotations
@@ -64,6 +65,21 @@ def test_cilium_lbipam_allocates_honours_two_ipv6_and_says_no_pool(
     lb_service(kube, "nowhere", {"lbipam.cilium.io/ips": "2001:db8:b::1"})
     wait_until(lambda: satisfied(kube, "nowhere") == ("False", "no_pool"), what="no_pool")
     assert ingress(kube, "nowhere") == []
+    # Two pools on one address range: one is disabled, the newer (docs/troubleshooting.md says so).
+    custom = k8s.CustomObjectsApi(kube.admin())
+    custom.create_cluster_custom_object("cilium.io", "v2", "ciliumloadbalancerippools", {
+        "apiVersion": "cilium.io/v2", "kind": "CiliumLoadBalancerIPPool", "metadata": {"name": "twin"},
+        "spec": {"blocks": [{"start": "2001:db8:a::10", "stop": "2001:db8:a::1f"}]},
+    })  # fmt: skip
+
+    def conflicting() -> list[str]:
+        pools = custom.list_cluster_custom_object("cilium.io", "v2", "ciliumloadbalancerippools")["items"]
+        return [p["metadata"]["name"] for p in pools if any(
+            c["type"] == "cilium.io/PoolConflict" and c["status"] == "True"
+            for c in p.get("status", {}).get("conditions", []))]  # fmt: skip
+
+    # Creation times have one-second resolution: within the same second either pool may be "newer".
+    assert wait_until(conflicting, what="PoolConflict on one of two overlapping pools") in (["p"], ["twin"])
 
 
 def test_metallb_assigns_from_its_pool_and_refuses_two_ipv6(

@@ -65,6 +65,11 @@ class _Process:
             )
 
     @property
+    def pid(self) -> int | None:
+        """The controller's own PID (``unshare`` and ``sh`` exec into it)."""
+        return self._proc.pid if self.running and self._proc is not None else None
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
