@@ -54,9 +54,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         lines.append(f"kube-apiserver: {ver.stdout.strip()} ({api}); {etcd_ver}")
     else:
         lines.append("kube-apiserver: not built (scripts/test builds it)")
-    from tests.ground.lbipam import cilium_operator_version, metallb_version
-
-    ipams = (("cilium-operator-generic", cilium_operator_version), ("metallb-controller", metallb_version))
+    # testbin's helpers need only the standard library: the openwrt env has no kubernetes client.
+    ipams = (
+        ("cilium-operator-generic", testbin.cilium_operator_version),
+        ("metallb-controller", testbin.metallb_version),
+    )
     for name, version in ipams:
         binary = testbin.find(name)
         lines.append(

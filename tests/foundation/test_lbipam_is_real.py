@@ -15,7 +15,7 @@ from kubernetes import client as k8s
 
 from tests.ground import testbin
 from tests.ground.apiserver import KubeAPI
-from tests.ground.lbipam import METALLB_NAMESPACE, CiliumOperator, MetallbController, cilium_operator_version
+from tests.ground.lbipam import METALLB_NAMESPACE, CiliumOperator, MetallbController
 from tests.ground.waiting import wait_until
 
 pytestmark = pytest.mark.apiserver
@@ -47,7 +47,7 @@ def satisfied(kube: KubeAPI, name: str) -> tuple[str, str] | None:
 def test_cilium_operator_reports_the_pinned_version(cilium_operator: CiliumOperator) -> None:
     binary = testbin.find("cilium-operator-generic")
     assert binary is not None
-    assert testbin.versions()["CILIUM_VERSION"] in cilium_operator_version(binary)
+    assert testbin.versions()["CILIUM_VERSION"] in testbin.cilium_operator_version(binary)
 
 
 def test_cilium_lbipam_allocates_honours_two_ipv6_and_says_no_pool(

@@ -13,7 +13,6 @@ Each instance is started per test and stopped when the test ends, pass or fail.
 from __future__ import annotations
 
 import contextlib
-import re
 import signal
 import subprocess
 import threading
@@ -33,20 +32,6 @@ CILIUM_NAMESPACE = (
     "cilium"  # the operator's leader-election Lease; a test namespace, so cleaned after each test
 )
 METALLB_NAMESPACE = "metallb-system"  # MetalLB reads its pools from its own namespace only
-
-
-def cilium_operator_version(binary: Path) -> str:
-    """``cilium-operator --version`` (the version comes from the build's ldflags)."""
-    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=False)
-    return (out.stdout or out.stderr).strip().splitlines()[0]
-
-
-def metallb_version(binary: Path) -> str:
-    """MetalLB's module version as recorded in the binary's Go build info (it has no --version)."""
-    found = re.search(rb"(?:mod|dep)\tgo\.universe\.tf/metallb\t(v[^\t\n]+)", binary.read_bytes())
-    return (
-        f"MetalLB controller {found.group(1).decode()}" if found else "MetalLB controller (version unknown)"
-    )
 
 
 class _Process:

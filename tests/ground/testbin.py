@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -266,6 +267,20 @@ def module_source(name: str) -> Path:
     if not path.is_dir():
         raise RuntimeError(f"{path} is missing and Go >= 1.26 is not on PATH to download it")
     return path
+
+
+def cilium_operator_version(binary: Path) -> str:
+    """``cilium-operator --version`` (the version comes from the build's ldflags)."""
+    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=False)
+    return (out.stdout or out.stderr).strip().splitlines()[0]
+
+
+def metallb_version(binary: Path) -> str:
+    """MetalLB's module version as recorded in the binary's Go build info (it has no --version)."""
+    found = re.search(rb"(?:mod|dep)\tgo\.universe\.tf/metallb\t(v[^\t\n]+)", binary.read_bytes())
+    return (
+        f"MetalLB controller {found.group(1).decode()}" if found else "MetalLB controller (version unknown)"
+    )
 
 
 def main(argv: list[str]) -> int:
