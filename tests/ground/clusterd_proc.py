@@ -150,8 +150,10 @@ class Barrier:
     queued before it ran to its end. The message goes to a DynamicPrefix of
     the barrier's own, without pools or Services, and repeats the state it
     already holds with a new sequence: a heartbeat, which writes nothing (each
-    wait checks that), so the barrier adds nothing to the writes a test
-    counts. The clusterd needs its webhook.
+    wait checks the DynamicPrefix was not written by the time of the answer),
+    so the barrier adds nothing to the writes a test counts, and leaves no
+    reconcile of its own queued that a later message could be answered from.
+    The clusterd needs its webhook.
     """
 
     PREFIX = "2001:db8:ba::/64"

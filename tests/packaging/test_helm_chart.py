@@ -116,8 +116,9 @@ def test_helm_install_into_the_real_api_server(helm: Path, kube: KubeAPI, tmp_pa
     out = subprocess.run([str(helm), "uninstall", "dp", "--namespace", "dynamic-prefix", "--kubeconfig",
                           str(kubeconfig)], capture_output=True, text=True, check=False)  # fmt: skip
     assert out.returncode == 0, out.stderr
-    with pytest.raises(k8s.ApiException):
-        rbac.read_cluster_role("dp-dynamic-prefix")  # uninstall took it away
+    with pytest.raises(k8s.ApiException) as err:
+        rbac.read_cluster_role("dp-dynamic-prefix")
+    assert err.value.status == 404, "uninstall took it away"
 
 
 def test_install_yaml_is_rendered_from_the_current_chart(helm: Path) -> None:
