@@ -150,12 +150,10 @@ def cilium_operator(kube: KubeAPI, tmp_path: Path) -> Iterator[CiliumOperator]:
     require.require_program("unshare", "util-linux")
     from tests.ground.lbipam import CiliumOperator
 
-    operator = CiliumOperator(kube, _ipam_binary("cilium-operator-generic"), tmp_path / "cilium-operator")
-    try:
-        operator.start()
-        yield operator
-    finally:
-        operator.stop()
+    with CiliumOperator(
+        kube, _ipam_binary("cilium-operator-generic"), tmp_path / "cilium-operator"
+    ).started() as op:
+        yield op
 
 
 @pytest.fixture
@@ -163,12 +161,10 @@ def metallb_controller(kube: KubeAPI, tmp_path: Path) -> Iterator[MetallbControl
     """The real MetalLB controller, started for this test and stopped after it."""
     from tests.ground.lbipam import MetallbController
 
-    controller = MetallbController(kube, _ipam_binary("metallb-controller"), tmp_path / "metallb")
-    try:
-        controller.start()
+    with MetallbController(
+        kube, _ipam_binary("metallb-controller"), tmp_path / "metallb"
+    ).started() as controller:
         yield controller
-    finally:
-        controller.stop()
 
 
 # -- MQTT ---------------------------------------------------------------------------------

@@ -18,7 +18,10 @@ NS = "apps"
 
 @pytest.fixture
 def clusterd_factory(cluster: KubeAPI, tmp_path: Path) -> Iterator[Callable[..., Clusterd]]:
-    """Start clusterd processes (``Clusterd`` keyword arguments); all are stopped after the test."""
+    """Start clusterd processes (``Clusterd`` keyword arguments); all are stopped after the test.
+
+    Each one's log is kept in its directory under tmp_path, beside cilium-operator's, for a post-mortem.
+    """
     started: list[Clusterd] = []
 
     def make(name: str | None = None, **kw: Any) -> Clusterd:
@@ -29,6 +32,7 @@ def clusterd_factory(cluster: KubeAPI, tmp_path: Path) -> Iterator[Callable[...,
     yield make
     for cd in started:
         cd.stop()
+        (cd.workdir / "clusterd.log").write_text(cd.log())
 
 
 @pytest.fixture

@@ -43,6 +43,7 @@ A, B, C = "2001:db8:a::/64", "2001:db8:b::/64", "2001:db8:c::/64"
 IPS, DNS = "lbipam.cilium.io/ips", "external-dns.alpha.kubernetes.io/target"
 MLB = "metallb.io/loadBalancerIPs"
 HA = {"mode": "ha", "maxPrefixHistory": 2}
+SIMPLE = {"mode": "simple", "maxPrefixHistory": 2}
 
 
 def addr(p: str, host: str = "2a") -> str:
@@ -105,16 +106,30 @@ def one_address(ips: tuple[str, ...]) -> bool:
     return len(ips) == 1
 
 
-def test_a_to_b_to_c_addresses_and_dns_at_every_step(cluster: KubeAPI, ingress: IngressLog, ha: Any) -> None:
-    create_dp(cluster, addressRanges=[RANGE], transition=HA)
+def on_prefix_a(
+    cluster: KubeAPI, ha: Any, transition: dict[str, Any] = HA, name: str = "clusterd"
+) -> Clusterd:
+    """A DynamicPrefix on prefix A, clusterd running, the pool with the user's IPv4 block and A's block."""
+    create_dp(cluster, addressRanges=[RANGE], transition=transition)
     create_pool(cluster, "lb-pool", [V4])
-    cd = ha()
+    cd: Clusterd = ha(name)
     send(cd, 1, prefix(A))
     wait_pool(cluster, V4, block(A))
+    return cd
+
+
+def prefix_a_with_web(cluster: KubeAPI, ingress: IngressLog, ha: Any) -> tuple[Clusterd, str]:
+    """HA mode, prefix A, and Service web holding an A address it also requests."""
+    cd = on_prefix_a(cluster, ha)
     service(cluster, "web")
-    (a,) = ingress.wait("web", one_address, "an address from LB-IPAM")
+    (a,) = ingress.wait("web", one_address, "an A address from LB-IPAM")
     assert in_range(A, a), a
     wait_annotations(cluster, "web", a, a)
+    return cd, a
+
+
+def test_a_to_b_to_c_addresses_and_dns_at_every_step(cluster: KubeAPI, ingress: IngressLog, ha: Any) -> None:
+    cd, a = prefix_a_with_web(cluster, ingress, ha)
     send(cd, 2, prefix(B), prefix(A, "withdrawn", valid=7200))
     wait_annotations(cluster, "web", f"{at(B, a)},{a}", at(B, a))
     ingress.wait("web", lambda ips: set(ips) == {at(B, a), a}, "LB-IPAM honouring the request")
@@ -134,11 +149,7 @@ def test_a_to_b_to_c_addresses_and_dns_at_every_step(cluster: KubeAPI, ingress: 
 def test_the_go_operators_bug_case_an_old_address_when_the_change_lands(
     cluster: KubeAPI, ingress: IngressLog, ha: Any
 ) -> None:
-    create_dp(cluster, addressRanges=[RANGE], transition=HA)
-    create_pool(cluster, "lb-pool", [V4])
-    cd = ha()
-    send(cd, 1, prefix(A))
-    wait_pool(cluster, V4, block(A))
+    cd = on_prefix_a(cluster, ha)
     service(cluster, "legacy", managed=False)  # it gets an A address before it opts in
     (a,) = ingress.wait("legacy", one_address, "an address from LB-IPAM")
     send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))  # the change has landed
@@ -154,11 +165,7 @@ def test_the_go_operators_bug_case_an_old_address_when_the_change_lands(
 def test_dual_stack_keeps_ipv4_and_removing_the_annotation_takes_back_only_ours(
     cluster: KubeAPI, ingress: IngressLog, ha: Any
 ) -> None:
-    create_dp(cluster, addressRanges=[RANGE], transition=HA)
-    create_pool(cluster, "lb-pool", [V4])
-    cd = ha()
-    send(cd, 1, prefix(A))
-    wait_pool(cluster, V4, block(A))
+    cd = on_prefix_a(cluster, ha)
     service(cluster, "dual", {IPS: "192.0.2.10", DNS: "203.0.113.7"}, families=("IPv4", "IPv6"))
     # LB-IPAM allocates exactly what the annotation lists, so clusterd chooses the first IPv6 address.
     ips = ingress.wait(
@@ -216,11 +223,7 @@ def test_a_service_without_an_address_waits_then_gets_one(
 
 
 def test_simple_mode_leaves_services_alone(cluster: KubeAPI, ingress: IngressLog, ha: Any) -> None:
-    create_dp(cluster, addressRanges=[RANGE], transition={"mode": "simple", "maxPrefixHistory": 2})
-    create_pool(cluster, "lb-pool", [V4])
-    cd = ha()
-    send(cd, 1, prefix(A))
-    wait_pool(cluster, V4, block(A))
+    cd = on_prefix_a(cluster, ha, SIMPLE)
     service(cluster, "plain", {IPS: addr(A, "5")})
     ingress.wait("plain", lambda ips: ips == (addr(A, "5"),), "the requested address from LB-IPAM")
     rv = k8s.CoreV1Api(cluster.admin()).read_namespaced_service("plain", NS).metadata.resource_version
@@ -235,11 +238,7 @@ def test_simple_mode_leaves_services_alone(cluster: KubeAPI, ingress: IngressLog
 def test_a_restart_mid_transition_converges_to_the_same_annotations(
     cluster: KubeAPI, ingress: IngressLog, ha: Any
 ) -> None:
-    create_dp(cluster, addressRanges=[RANGE], transition=HA)
-    create_pool(cluster, "lb-pool", [V4])
-    first = ha("first")
-    send(first, 1, prefix(A))
-    wait_pool(cluster, V4, block(A))
+    first = on_prefix_a(cluster, ha, name="first")
     service(cluster, "svc")
     (a,) = ingress.wait("svc", one_address, "an address from LB-IPAM")
     wait_annotations(cluster, "svc", a, a)
@@ -261,11 +260,7 @@ def test_a_users_ipv4_in_the_annotation_gets_an_ipv6_chosen_by_clusterd(
 ) -> None:
     # Cilium allocates exactly what lbipam.cilium.io/ips lists, so this Service would never get an
     # IPv6 address from it: clusterd picks the first offset no other Service holds or requests.
-    create_dp(cluster, addressRanges=[RANGE], transition=HA)
-    create_pool(cluster, "lb-pool", [V4])
-    first = ha("first")
-    send(first, 1, prefix(A))
-    wait_pool(cluster, V4, block(A))
+    first = on_prefix_a(cluster, ha, name="first")
     requested = addr(A, "1")
     service(cluster, "requests", {IPS: requested}, managed=False)
     ingress.wait("requests", lambda ips: ips == (requested,), "the address it requests")
@@ -296,11 +291,7 @@ def test_a_dual_stack_service_keeps_the_ipv4_it_was_given(
     cluster: KubeAPI, ingress: IngressLog, ha: Any
 ) -> None:
     # An IPv6-only lbipam.cilium.io/ips would make Cilium drop the IPv4 it allocated.
-    create_dp(cluster, addressRanges=[RANGE], transition=HA)
-    create_pool(cluster, "lb-pool", [V4])
-    cd = ha()
-    send(cd, 1, prefix(A))
-    wait_pool(cluster, V4, block(A))
+    cd = on_prefix_a(cluster, ha)
     service(cluster, "both", families=("IPv6", "IPv4"))
     ips = ingress.wait("both", lambda ips: len(ips) == 2, "an IPv6 and an IPv4 address from LB-IPAM")
     (a,) = [ip for ip in ips if ":" in ip]
@@ -336,11 +327,7 @@ def test_services_stop_requesting_old_addresses_before_the_pool_drops_their_bloc
 ) -> None:
     # Cilium marks a request for an address no pool holds IPAMRequestSatisfied=False no_pool and
     # keeps it False after the request is fixed: the Service must be written before the pool shrinks.
-    create_dp(cluster, addressRanges=[RANGE], transition=HA)
-    create_pool(cluster, "lb-pool", [V4])
-    cd = ha()
-    send(cd, 1, prefix(A))
-    wait_pool(cluster, V4, block(A))
+    cd = on_prefix_a(cluster, ha)
     service(cluster, "web")
     (a,) = ingress.wait("web", one_address, "an address from LB-IPAM")
     send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))
@@ -374,11 +361,7 @@ def services_synced_message(kube: KubeAPI) -> str:
 def test_a_service_annotated_later_is_counted_at_once_and_logged_under_its_own_name(
     cluster: KubeAPI, ingress: IngressLog, ha: Any
 ) -> None:
-    create_dp(cluster, addressRanges=[RANGE], transition=HA)
-    create_pool(cluster, "lb-pool", [V4])
-    cd = ha()
-    send(cd, 1, prefix(A))
-    wait_pool(cluster, V4, block(A))
+    cd = on_prefix_a(cluster, ha)
     service(cluster, "first")
     ingress.wait("first", one_address, "an address from LB-IPAM")
     wait_until(lambda: services_synced_message(cluster) == "1 Service(s) in step", what="one Service counted")

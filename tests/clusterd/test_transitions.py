@@ -25,7 +25,6 @@ from tests.clusterd.test_clusterd import (
     block,
     condition,
     create_dp,
-    create_pool,
     events_for,
     get_dp,
 )
@@ -33,10 +32,13 @@ from tests.clusterd.test_ha_services import (
     HA,
     IPS,
     MLB,
+    SIMPLE,
     annotations,
     at,
     in_range,
+    on_prefix_a,
     one_address,
+    prefix_a_with_web,
     send,
     service,
     wait_annotations,
@@ -69,20 +71,6 @@ def all_satisfied(kube: KubeAPI, *names: str) -> None:
         wait_until(ok, 15, f"{SATISFIED}=True on {names}")
     except TimeoutError as e:
         raise TimeoutError(f"{e}; they have {[cilium_condition(kube, n) for n in names]}") from None
-
-
-def prefix_a_with_web(cluster: KubeAPI, ingress: IngressLog, ha: Any) -> tuple[Any, str]:
-    """HA mode, prefix A, the pool with the user's IPv4 block, and Service web holding an A address."""
-    create_dp(cluster, addressRanges=[RANGE], transition=HA)
-    create_pool(cluster, "lb-pool", [V4])
-    cd = ha()
-    send(cd, 1, prefix(A))
-    wait_pool(cluster, V4, block(A))
-    service(cluster, "web")
-    (a,) = ingress.wait("web", one_address, "an A address from LB-IPAM")
-    assert in_range(A, a), a
-    wait_until(lambda: annotations(cluster, "web").get(IPS) == a, what="web requesting its A address")
-    return cd, a
 
 
 def test_the_pool_gains_b_the_service_keeps_a_and_gains_b_at_the_same_offset(
@@ -127,11 +115,7 @@ def test_the_old_prefix_expires_only_old_addresses_go_nothing_on_b_moves(
 def test_a_users_ipv4_block_and_addresses_survive_every_step(
     cluster: KubeAPI, ingress: IngressLog, ha: Any
 ) -> None:
-    create_dp(cluster, addressRanges=[RANGE], transition=HA)
-    create_pool(cluster, "lb-pool", [V4])
-    cd = ha()
-    send(cd, 1, prefix(A))
-    wait_pool(cluster, V4, block(A))
+    cd = on_prefix_a(cluster, ha)
     # The user asked for an IPv4 address; LB-IPAM allocates exactly what is listed.
     service(cluster, "pinned-v4", {IPS: USER_V4}, families=("IPv4", "IPv6"))
     # No request at all: LB-IPAM picks both families from the pool.
@@ -162,11 +146,7 @@ def test_simple_mode_a_service_on_a_gets_a_b_address_once_a_is_gone(
     cluster: KubeAPI, ingress: IngressLog, ha: Any, record_property: Any
 ) -> None:
     """What users of simple mode see: their Service's address changes when the old prefix expires."""
-    create_dp(cluster, addressRanges=[RANGE], transition={"mode": "simple", "maxPrefixHistory": 2})
-    create_pool(cluster, "lb-pool", [V4])
-    cd = ha()
-    send(cd, 1, prefix(A))
-    wait_pool(cluster, V4, block(A))
+    cd = on_prefix_a(cluster, ha, SIMPLE)
     service(cluster, "plain", managed=False)
     (a,) = ingress.wait("plain", one_address, "an A address")
     send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))

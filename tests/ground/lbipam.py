@@ -17,9 +17,9 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Self
 
 from kubernetes import client as k8s
 from kubernetes import watch
@@ -49,6 +49,18 @@ class _Process:
                 argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
             )
 
+    def start(self, timeout: float = 60.0) -> None:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def started(self) -> Iterator[Self]:
+        """Started for the ``with`` block, stopped after it, whatever happens inside."""
+        try:
+            self.start()
+            yield self
+        finally:
+            self.stop()
+
     @property
     def pid(self) -> int | None:
         """The controller's own PID (``unshare`` and ``sh`` exec into it)."""
@@ -75,6 +87,23 @@ class _Process:
     def _check_alive(self) -> None:
         if self._proc is not None and self._proc.poll() is not None:
             raise RuntimeError(f"{self.name} exited ({self._proc.returncode}):\n{self.log()[-4000:]}")
+
+    def _wait_probe(
+        self, timeout: float, what: str, reconciled: Callable[[], bool], delete: Callable[[], object]
+    ) -> None:
+        """Wait until the controller has reconciled a probe object the caller created; delete it."""
+
+        def ok() -> bool:
+            self._check_alive()
+            return reconciled()
+
+        try:
+            wait_until(ok, timeout, what, step=0.1)
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}; {self.name}'s log ends:\n{self.log()[-4000:]}") from None
+        finally:
+            with contextlib.suppress(k8s.ApiException):
+                delete()
 
 
 class CiliumOperator(_Process):
@@ -132,26 +161,20 @@ class CiliumOperator(_Process):
     def _wait_ready(self, timeout: float) -> None:
         api = k8s.CustomObjectsApi(self.kube.admin())
         name = f"probe-{self.api_port}"
-        api.create_cluster_custom_object("cilium.io", "v2", "ciliumloadbalancerippools", {
+        pools = ("cilium.io", "v2", "ciliumloadbalancerippools")
+        api.create_cluster_custom_object(*pools, {
             "apiVersion": "cilium.io/v2", "kind": "CiliumLoadBalancerIPPool",
             "metadata": {"name": name, "labels": {TEST_LABEL: "probe"}},
             # Selects no Service, holds no address a test uses.
             "spec": {"blocks": [{"cidr": "198.18.0.0/32"}],
                      "serviceSelector": {"matchLabels": {TEST_LABEL: name}}},
         })  # fmt: skip
-
-        def reconciled() -> bool:
-            self._check_alive()
-            pool = api.get_cluster_custom_object("cilium.io", "v2", "ciliumloadbalancerippools", name)
-            return bool(pool.get("status", {}).get("conditions"))
-
-        try:
-            wait_until(reconciled, timeout, "LB-IPAM reconciling a probe pool", step=0.1)
-        except TimeoutError as e:
-            raise TimeoutError(f"{e}; cilium-operator's log ends:\n{self.log()[-4000:]}") from None
-        finally:
-            with contextlib.suppress(k8s.ApiException):
-                api.delete_cluster_custom_object("cilium.io", "v2", "ciliumloadbalancerippools", name)
+        self._wait_probe(
+            timeout,
+            "LB-IPAM reconciling a probe pool",
+            lambda: bool(api.get_cluster_custom_object(*pools, name).get("status", {}).get("conditions")),
+            lambda: api.delete_cluster_custom_object(*pools, name),
+        )
 
 
 class MetallbController(_Process):
@@ -187,32 +210,19 @@ class MetallbController(_Process):
     def _wait_ready(self, timeout: float) -> None:
         api = k8s.CustomObjectsApi(self.kube.admin())
         name = f"probe-{self.metrics_port}"
-        body: dict[str, Any] = {
+        pools = ("metallb.io", "v1beta1", METALLB_NAMESPACE, "ipaddresspools")
+        api.create_namespaced_custom_object(*pools, {
             "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
             "metadata": {"name": name, "namespace": METALLB_NAMESPACE},
             # Assigns nothing: no Service asks for it and auto-assignment is off.
             "spec": {"addresses": ["198.18.0.0/32"], "autoAssign": False},
-        }  # fmt: skip
-        api.create_namespaced_custom_object(
-            "metallb.io", "v1beta1", METALLB_NAMESPACE, "ipaddresspools", body
+        })  # fmt: skip
+        self._wait_probe(
+            timeout,
+            "MetalLB reconciling a probe pool",
+            lambda: "availableIPv4" in api.get_namespaced_custom_object(*pools, name).get("status", {}),
+            lambda: api.delete_namespaced_custom_object(*pools, name),
         )
-
-        def reconciled() -> bool:
-            self._check_alive()
-            pool = api.get_namespaced_custom_object(
-                "metallb.io", "v1beta1", METALLB_NAMESPACE, "ipaddresspools", name
-            )
-            return "availableIPv4" in pool.get("status", {})
-
-        try:
-            wait_until(reconciled, timeout, "MetalLB reconciling a probe pool", step=0.1)
-        except TimeoutError as e:
-            raise TimeoutError(f"{e}; the controller's log ends:\n{self.log()[-4000:]}") from None
-        finally:
-            with contextlib.suppress(k8s.ApiException):
-                api.delete_namespaced_custom_object(
-                    "metallb.io", "v1beta1", METALLB_NAMESPACE, "ipaddresspools", name
-                )
 
 
 class IngressLog:
