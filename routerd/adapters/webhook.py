@@ -17,15 +17,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import random
 import time
 import urllib.error
-from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 from urllib.request import Request, urlopen  # loads it here, in the main thread: routerd/lean.py
 
 from routerd.adapters.delivery import Delivery, explain
 from routerd.config import WebhookSection, tls_context
+from routerd.core.backoff import Backoff
 from routerd.core.wire import PrefixState, sign
 from routerd.logs import kv
 
@@ -33,24 +32,6 @@ LOG = logging.getLogger("routerd.webhook")
 TIMESTAMP_HEADER = "X-Dynamic-Prefix-Timestamp"
 SIGNATURE_HEADER = "X-Dynamic-Prefix-Signature"
 RETRYABLE_4XX = {408, 425, 429}
-
-
-@dataclass
-class Backoff:
-    """Exponential backoff with jitter: base * 2^n, capped, scaled by a random 0.5..1."""
-
-    base: float = 1.0
-    cap: float = 300.0
-    attempts: int = 0
-    rng: random.Random = field(default_factory=random.Random)
-
-    def next(self) -> float:
-        delay = min(self.cap, self.base * 2**self.attempts)
-        self.attempts += 1
-        return float(delay * self.rng.uniform(0.5, 1.0))
-
-    def reset(self) -> None:
-        self.attempts = 0
 
 
 class _Outcome(enum.Enum):
