@@ -11,13 +11,14 @@ from kubernetes import client as k8s
 
 from clusterd import crd
 from clusterd.adapters.health import HealthServer
-from clusterd.adapters.kube import CILIUM, Kube, Watcher, api_client
+from clusterd.adapters.kube import Kube, Watcher, api_client
 from clusterd.adapters.leader import LeaderElector
 from clusterd.adapters.webhook import WebhookServer
 from clusterd.config import Config, read_secret
 from clusterd.controller import Controller
 from clusterd.core.lease import Timing
 from clusterd.metrics import Metrics
+from clusterd.targets import by_kind, services_ha
 from routerd.logs import kv
 
 LOG = logging.getLogger("clusterd")
@@ -42,18 +43,20 @@ class Clusterd:
         w.start()
         return w
 
-    def _restart_pool_watchers(self) -> None:
+    def _restart_target_watchers(self, served: dict[str, str]) -> None:
+        """Watch each CRD-backed target kind at the version served now."""
         for w in self._pool_watchers:
             w.stop()
         self._pool_watchers = []
         custom = k8s.CustomObjectsApi(api_client(self.cfg.kubeconfig))
-        for plural, version in sorted(self.controller.cilium_versions.items()):
+        for kind, version in sorted(served.items()):
+            t = by_kind(kind)
             self._pool_watchers.append(
                 self._watch(
-                    f"pools-{plural}",
+                    t.plural,
                     custom.list_cluster_custom_object,
-                    (CILIUM, version, plural),
-                    self.controller.on_pool(plural),
+                    (t.group, version, t.plural),
+                    self.controller.on_object(t),
                 )
             )
 
@@ -62,7 +65,7 @@ class Clusterd:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         ctl = self.controller
-        ctl._pool_watch_restart = self._restart_pool_watchers
+        ctl.on_served = self._restart_target_watchers
         custom = k8s.CustomObjectsApi(api_client(self.cfg.kubeconfig))
         ext = k8s.ApiextensionsV1Api(api_client(self.cfg.kubeconfig))
         self._watchers.append(self._watch("crds", ext.list_custom_resource_definition, (), ctl.on_crd))
@@ -70,7 +73,9 @@ class Clusterd:
                                           (crd.GROUP, crd.VERSION, crd.PLURAL), ctl.on_dp))  # fmt: skip
         core = k8s.CoreV1Api(api_client(self.cfg.kubeconfig))
         self._watchers.append(
-            self._watch("services", core.list_service_for_all_namespaces, (), ctl.on_service)
+            self._watch(
+                "services", core.list_service_for_all_namespaces, (), ctl.on_object(services_ha.TARGET)
+            )
         )
         self._tasks.append(asyncio.create_task(ctl.run(), name="controller"))
         self.health = HealthServer(self.cfg.health_listen, ctl.ready, self.metrics, ctl.leading)

@@ -17,11 +17,11 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from clusterd.clock import utcnow
 from clusterd.config import MQTTSection
 from clusterd.core.status import Report
 from clusterd.metrics import Metrics
@@ -116,7 +116,7 @@ class MQTTReceiver:
         self.connected.clear()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        received = datetime.now(UTC).replace(tzinfo=None)
+        received = utcnow()
         parts = msg.topic.split("/")
         if not msg.payload:
             return  # an emptied retained message: the state was deleted, nothing to apply

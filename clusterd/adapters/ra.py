@@ -12,8 +12,8 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Callable
-from datetime import UTC, datetime
 
+from clusterd.clock import utcnow
 from clusterd.core.status import Report
 from routerd.adapters.rawsock import RASocket
 from routerd.core import ra
@@ -129,7 +129,7 @@ class RAListener:
 
     def _report(self, interface: str) -> None:
         self._sequence += 1
-        now = datetime.now(UTC).replace(tzinfo=None)
+        now = utcnow()
         state = message(
             router="clusterd",
             interface=interface,

@@ -13,10 +13,10 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 
 from aiohttp import web
 
+from clusterd.clock import utcnow
 from clusterd.config import WebhookSection
 from clusterd.core import auth
 from clusterd.core.status import Report
@@ -84,7 +84,7 @@ class WebhookServer:
         return web.Response(status=status, text=why + "\n")
 
     async def handle(self, request: web.Request) -> web.Response:
-        received = datetime.now(UTC).replace(tzinfo=None)
+        received = utcnow()
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:

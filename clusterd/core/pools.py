@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network, ip_network
 from typing import Any, Literal
 
-from clusterd.core.status import placed_ranges, placed_subnets
+from clusterd.core.placements import Placements
 from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
 
 NAME = "dynamic-prefix.io/name"
@@ -91,8 +91,10 @@ def desired(
     annotations: Mapping[str, str],
     spec: DynamicPrefixSpec,
     status: DynamicPrefixStatus,
+    placements: Placements | None = None,
 ) -> tuple[list[Entry], str | None]:
-    """The entries clusterd should own in this pool, or a problem."""
+    """The entries clusterd should own in this pool, or a problem (``placements``: the spec's, shared)."""
+    placements = placements or Placements(spec)
     range_name, subnet_name = annotations.get(RANGE), annotations.get(SUBNET)
     if range_name and subnet_name:
         return [], f"set {RANGE} or {SUBNET}, not both"
@@ -104,8 +106,7 @@ def desired(
     for prefix in prefixes_in_use(status):
         cidrs: list[IPv6Network] = []
         if range_name:
-            placed, _errors = placed_ranges(spec, prefix)
-            r = placed.get(range_name)
+            r = placements.ranges(prefix).get(range_name)
             if r is None:
                 continue  # does not fit this prefix; the DynamicPrefix's Degraded condition says why
             if kind.style == "blocks":
@@ -113,7 +114,7 @@ def desired(
                 continue
             cidrs = list(r.cidrs)
         elif subnet_name:
-            subnets, _errors = placed_subnets(spec, prefix)
+            subnets = placements.subnets(prefix)
             if subnet_name not in subnets:
                 continue
             cidrs = [subnets[subnet_name]]

@@ -37,8 +37,8 @@ from ipaddress import IPv4Address, IPv6Address, IPv6Network, ip_address
 from typing import TypeVar
 
 from clusterd.core import ranges
+from clusterd.core.placements import Placements
 from clusterd.core.pools import NAME, RANGE, prefixes_in_use
-from clusterd.core.status import placed_ranges
 from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
 
 SERVICE_RANGE = "dynamic-prefix.io/service-address-range"
@@ -202,8 +202,10 @@ def plan(
     status: DynamicPrefixStatus | None,
     default_annotation: str = "cilium",
     taken: AbstractSet[IPv6Address] = frozenset(),
+    placements: Placements | None = None,
 ) -> ServicePlan:
-    """The annotation writes for one Service (pure); ``taken``: what other Services hold or request."""
+    """The annotation writes for one Service (pure); ``taken``: what other Services hold or request;
+    ``placements``: the spec's ranges placed once for a whole pass."""
     ann = svc.annotations
     if NAME not in ann or spec is None or svc.type != "LoadBalancer":
         return _release(svc)
@@ -227,8 +229,9 @@ def plan(
         return _problem("the DynamicPrefix has no current prefix (see its PrefixAcquired condition): "
                         "the Service keeps its addresses and DNS target")  # fmt: skip
     placed: list[tuple[IPv6Network, ranges.PlacedRange]] = []
+    placements = placements or Placements(spec)
     for p in prefixes:
-        pr, _errors = placed_ranges(spec, p)
+        pr = placements.ranges(p)
         if range_name in pr:
             placed.append((p, pr[range_name]))
     if not placed or placed[0][0] != status.prefix:

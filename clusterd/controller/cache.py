@@ -1,0 +1,218 @@
+"""What the watches delivered, and which work each change makes. Pure: handlers return keys.
+
+The watches call the handlers with ``(kind, obj)`` (``SYNC`` with every
+object after each (re)list, ``ADDED``/``MODIFIED``/``DELETED``, ``GONE`` when a
+kind stops being served). A handler updates the cache and returns the work
+keys the change concerns, and only those: an object whose changed parts are
+ones clusterd never reads (Cilium's counts in a pool's status, LB-IPAM's
+conditions on a Service) makes no work. Tests drive it without an event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Mapping
+from ipaddress import IPv6Address
+from typing import Any
+
+from pydantic import ValidationError
+
+from clusterd import crd
+from clusterd.controller.keys import DynamicPrefixKey, Key, ObjectKey
+from clusterd.core.placements import Placements
+from clusterd.targets.base import Target, crd_name, served_version
+
+Obj = dict[str, Any]
+Handler = Callable[[str, Any], list[Key]]
+
+
+def _id(obj: Mapping[str, Any]) -> tuple[str | None, str]:
+    m = obj["metadata"]
+    return m.get("namespace"), m["name"]
+
+
+def _rv(obj: Mapping[str, Any] | None) -> str | None:
+    return None if obj is None else obj["metadata"].get("resourceVersion")
+
+
+class Cache:
+    def __init__(self, targets: Iterable[Target]) -> None:
+        self.targets = {t.kind: t for t in targets}
+        self.dps: dict[str, Obj] = {}
+        self.objects: dict[str, dict[tuple[str | None, str], Obj]] = {k: {} for k in self.targets}
+        """By kind, then (namespace, name): a consumer only while it follows or holds a record."""
+        self.served: dict[str, str] = {t.kind: t.versions[0] for t in self.targets.values() if not t.crd}
+        """Kind -> the version clusterd uses; a CRD kind only while its CRD is served."""
+        self.taken: dict[tuple[str, str | None, str], frozenset[IPv6Address]] = {}
+        """Addresses each object holds, requests or holds back (every Service, managed or not)."""
+        self.dps_synced = self.crds_synced = False
+        self.listed: set[str] = set()
+        """Kinds whose list arrived since their version was discovered."""
+        self._views: dict[str, tuple[str | None, crd.DynamicPrefixSpec | None, crd.DynamicPrefixStatus]] = {}
+        self._placements: dict[str, tuple[object, Placements]] = {}
+
+    # -- DynamicPrefixes ----------------------------------------------------------------------
+
+    def on_dp(self, kind: str, obj: Any) -> list[Key]:
+        if kind == "SYNC":
+            self.dps = {o["metadata"]["name"]: o for o in obj}
+            self.dps_synced = True
+            return [DynamicPrefixKey(n) for n in self.dps]
+        name = obj["metadata"]["name"]
+        if kind == "DELETED":
+            self.dps.pop(name, None)
+            return []
+        old = self.dps.get(name)
+        self.dps[name] = obj
+        # Our own status writes come back as MODIFIED with the version we cached: nothing to do.
+        if old is not None and (_rv(old) == _rv(obj) or (
+                old.get("spec") == obj.get("spec") and old.get("status") == obj.get("status"))):  # fmt: skip
+            return []
+        return [DynamicPrefixKey(name)]
+
+    def spec(self, name: str) -> crd.DynamicPrefixSpec | None:
+        return self._view(name)[1]
+
+    def status(self, name: str) -> crd.DynamicPrefixStatus | None:
+        """The status as stored (an unreadable one reads as empty); None when there is no DynamicPrefix."""
+        return self._view(name)[2] if name in self.dps else None
+
+    def _view(self, name: str) -> tuple[str | None, crd.DynamicPrefixSpec | None, crd.DynamicPrefixStatus]:
+        """Spec and status parsed once per resourceVersion (a pass over many objects reads them often)."""
+        obj = self.dps.get(name)
+        got = self._views.get(name)
+        if got is not None and obj is not None and got[0] == _rv(obj):
+            return got
+        spec, status = None, crd.DynamicPrefixStatus()
+        if obj is not None:
+            with contextlib.suppress(ValidationError):  # the CRD's schema and CEL rules make this rare
+                spec = crd.DynamicPrefixSpec.model_validate(obj.get("spec") or {})
+            with contextlib.suppress(ValidationError):  # an unreadable status starts afresh
+                status = crd.DynamicPrefixStatus.model_validate(obj.get("status") or {})
+            self._views[name] = (_rv(obj), spec, status)
+        return _rv(obj), spec, status
+
+    def placements(self, name: str) -> Placements | None:
+        """The DynamicPrefix's ranges placed in each prefix, shared until its spec changes."""
+        spec = self.spec(name)
+        if spec is None:
+            return None
+        got = self._placements.get(name)
+        if got is None or got[0] != spec:
+            got = self._placements[name] = (spec, Placements(spec))
+        return got[1]
+
+    # -- CRDs: which versions of each target kind are served -----------------------------------
+
+    def on_crd(self, kind: str, obj: Any) -> list[Key]:
+        items = obj if kind == "SYNC" else [obj]
+        before = dict(self.served)
+        if kind == "SYNC":
+            self.served = {k: v for k, v in self.served.items() if not self.targets[k].crd}
+            self.crds_synced = True
+        by_crd = {crd_name(t): t for t in self.targets.values() if t.crd}
+        for o in items:
+            t = by_crd.get(o["metadata"]["name"])
+            if t is None:
+                continue
+            version = None if kind == "DELETED" else served_version(t, o)
+            if version is None:
+                self.served.pop(t.kind, None)
+            else:
+                self.served[t.kind] = version
+        if self.served == before:
+            return []
+        self.listed -= {k for k in self.served if before.get(k) != self.served[k]}
+        return [DynamicPrefixKey(n) for n in self.dps]
+
+    def lists_pending(self) -> list[str]:
+        return sorted(set(self.served) - self.listed)
+
+    # -- the targets' objects ------------------------------------------------------------------
+
+    def on_object(self, target: Target) -> Handler:
+        def deliver(kind: str, obj: Any) -> list[Key]:
+            return self._on_object(target, kind, obj)
+
+        return deliver
+
+    def _on_object(self, t: Target, kind: str, obj: Any) -> list[Key]:
+        cached = self.objects[t.kind]
+        if kind == "GONE":  # the kind is not served (any more)
+            for ns, name in list(cached):
+                self.taken.pop((t.kind, ns, name), None)
+            cached.clear()
+            return []
+        keys: list[Key] = []
+        previous = dict(cached)
+        if kind == "SYNC":
+            self.listed.add(t.kind)
+            cached.clear()
+            for k in [k for k in self.taken if k[0] == t.kind]:
+                del self.taken[k]
+            seen = {_id(o) for o in obj}
+            # Consumers that vanished while the watch was down: their sync finds them gone.
+            keys += [
+                ObjectKey(t.kind, ns, name) for ns, name in previous if (ns, name) not in seen and t.consumer
+            ]
+        for o in obj if kind == "SYNC" else [obj]:
+            ident = _id(o)
+            gone = kind == "DELETED"
+            taken = frozenset() if gone else frozenset(t.taken(o))
+            if taken:
+                self.taken[(t.kind, *ident)] = taken
+            else:
+                self.taken.pop((t.kind, *ident), None)
+            if t.consumer and not gone and t.follows(o) is None and not t.has_record(o):
+                gone = True  # neither follows nor carries clusterd's record: not clusterd's concern
+            if gone:
+                if cached.pop(ident, None) is not None and t.consumer:
+                    keys.append(ObjectKey(t.kind, *ident))  # its problem and its count go
+                continue
+            cached[ident] = o
+            old = previous.get(ident)
+            if old is not None and (_rv(old) == _rv(o) or t.reads(old) == t.reads(o)):
+                continue  # the echo of our own write, a relist, or a change clusterd does not read
+            if t.consumer:
+                keys.append(ObjectKey(t.kind, *ident))
+            elif (dp := t.follows(o)) is not None:
+                keys.append(DynamicPrefixKey(dp))
+            elif t.has_record(o):
+                keys.append(ObjectKey(t.kind, *ident))  # no longer follows: take back our entries
+        return keys
+
+    def get(self, key: ObjectKey) -> Obj | None:
+        return self.objects[key.kind].get((key.namespace, key.name))
+
+    def following(self, kind: str, dp: str) -> list[tuple[ObjectKey, Obj]]:
+        """The objects of a kind that follow a DynamicPrefix, in a stable order."""
+        t = self.targets[kind]
+        return [(ObjectKey(kind, ns, name), o) for (ns, name), o in sorted(self.objects[kind].items(),
+                key=lambda kv: (kv[0][0] or "", kv[0][1])) if t.follows(o) == dp]  # fmt: skip
+
+    def all_taken(self) -> set[IPv6Address]:
+        """Every address some object holds, requests or holds back."""
+        return set().union(*self.taken.values())
+
+    def written(self, kind: str | None, planned: Obj, got: Obj) -> bool:
+        """Cache what a write returned, unless the watch brought a version after the one it was planned from.
+
+        The watch can deliver the write's echo and another writer's later change (LB-IPAM writes a
+        Service's and a pool's status) before the write returns; caching the older ``got`` then would
+        plan every later write from a stale resourceVersion: a 409 each time, and no event to end it.
+        ``kind`` None: a DynamicPrefix. True when cached.
+        """
+        store: dict[Any, Obj] = self.dps if kind is None else self.objects[kind]
+        ident: Any = planned["metadata"]["name"] if kind is None else _id(planned)
+        current = store.get(ident)
+        if current is None or _rv(current) != _rv(planned):
+            return False
+        store[ident] = got
+        if kind is not None:
+            t = self.targets[kind]
+            taken = frozenset(t.taken(got))
+            if taken:
+                self.taken[(kind, *ident)] = taken
+            else:
+                self.taken.pop((kind, *ident), None)
+        return True

@@ -1,0 +1,222 @@
+"""Per-target sync: each holder's two steps, each consumer, releases, and what keeps them out of step.
+
+Holders (pools) are planned in their DynamicPrefix's pass; consumers
+(Services) in that pass too, and on their own key whenever they change. A
+problem is announced once (an Event on the object) and counted in the
+DynamicPrefix's PoolsSynced or ServicesSynced condition; a write the API
+server refused is a problem too, and is not sent again until the object or
+the DynamicPrefix changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from clusterd.controller.cache import Cache, Obj
+from clusterd.controller.keys import Key, ObjectKey, ServicesSyncedKey
+from clusterd.controller.writes import Permanent, Writer
+from clusterd.core.services import NOT_SYNCED
+from clusterd.core.status import Event
+from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
+from clusterd.targets.base import Context, Patch, Plan, Target
+from routerd.logs import kv
+
+LOG = logging.getLogger("clusterd")
+SHOWN_PROBLEMS = 10
+"""Objects named in a condition's message; the rest are counted (each has its Event)."""
+WRITE_SLOTS = 16
+"""Consumer writes in flight at once in a pass (thousands of Services, one write each)."""
+Condition = tuple[bool, str, str]
+
+
+def summarize(count: int, problems: dict[ObjectKey, tuple[str, str]]) -> Condition:
+    """ServicesSynced from each object's (reason, message): the reason they share, else ServiceProblems."""
+    if not problems:
+        return True, "Synced", f"{count} Service(s) in step"
+    reasons = {reason for reason, _ in problems.values()}
+    reason = reasons.pop() if len(reasons) == 1 and NOT_SYNCED not in reasons else "ServiceProblems"
+    shown = [f"{k.namespace}/{k.name}: {message}" for k, (_, message) in
+             sorted(problems.items(), key=lambda kv: str(kv[0]))[:SHOWN_PROBLEMS]]  # fmt: skip
+    more = len(problems) - len(shown)
+    return False, reason, "; ".join(shown) + (f"; and {more} more (see the Services' Events)" if more else "")
+
+
+class Sync:
+    def __init__(
+        self, cache: Cache, writer: Writer, enqueue: Callable[[Key], None], ip_annotation: str
+    ) -> None:
+        self.cache = cache
+        self.writer = writer
+        self.enqueue = enqueue
+        self.ip_annotation = ip_annotation
+        self.problems: dict[ObjectKey, tuple[str, str]] = {}
+        """(reason, message) of each object not in step, as last announced."""
+        self.counted: dict[ObjectKey, str] = {}
+        """Consumer -> the DynamicPrefix whose condition last counted it."""
+        self.refused: dict[ObjectKey, tuple[str | None, Patch]] = {}
+        """The write the API server refused, at the object's version: not sent again unchanged."""
+        self._slots = asyncio.Semaphore(WRITE_SLOTS)
+
+    def context(self, dp: str | None) -> Context:
+        return Context(self.cache.placements(dp) if dp else None, self.cache.all_taken, self.ip_annotation)
+
+    async def _problem(
+        self, key: ObjectKey, obj: Obj, problem: tuple[str, str] | None, waiting: bool
+    ) -> bool:
+        """Record (and announce once) what keeps an object out of step; True when it changed."""
+        if self.problems.get(key) == problem:
+            return False
+        if problem is None:
+            self.problems.pop(key, None)
+            return True
+        self.problems[key] = problem
+        await self.writer.events(obj, [Event("Normal" if waiting else "Warning", *problem)])
+        return True
+
+    async def _write(self, t: Target, key: ObjectKey, obj: Obj, p: Patch, summary: str = "") -> str | None:
+        """Write one patch; the refusal's text when the API server refused it (now or before)."""
+        rv = obj["metadata"].get("resourceVersion")
+        if (refused := self.refused.get(key)) is not None and refused == (rv, p):
+            return self.problems.get(key, ("", "refused by the API server"))[1]
+        self.refused.pop(key, None)
+        try:
+            got = await self.writer.patch(t, obj, p)
+        except Permanent as e:
+            self.refused[key] = (rv, p)
+            return str(e)
+        if got is not None and summary:
+            await self.writer.events(got, [Event("Normal", "AddressesUpdated", summary)])
+        return None
+
+    # -- holders ----------------------------------------------------------------------------
+
+    async def holders(
+        self, dp: str, spec: DynamicPrefixSpec, status: DynamicPrefixStatus, final: bool
+    ) -> Condition:
+        """Write each holder's ``grow`` step, or with ``final`` its final list in one write."""
+        holders = [t for t in self.cache.targets.values() if not t.consumer]
+        if not any(t.kind in self.cache.served for t in holders):
+            return False, "CiliumCRDsMissing", f"no {' or '.join(t.kind for t in holders)} CRD is served"
+        ctx, problems, synced = self.context(dp), [], 0
+        for t in holders:
+            if t.kind not in self.cache.served:
+                continue
+            for key, obj in self.cache.following(t.kind, dp):
+                p = t.desired(spec, status, obj, ctx)
+                w = p.final if final else p.grow
+                refused = None if w is None else await self._write(t, key, obj, w)
+                outcome = self._outcome(p, refused)
+                if w is None and outcome is None:
+                    self.writer.unchanged(t, key.name)
+                if outcome is not None:
+                    problems.append(f"{t.kind} {key.name}: {outcome[1]}")
+                    await self._problem(key, obj, outcome, False)
+                    continue
+                await self._problem(key, obj, None, False)
+                synced += 1
+                if w is not None:
+                    LOG.info(
+                        "pool synced", extra=kv(kind=t.kind, pool=key.name, entries=len(w.entries or []))
+                    )
+        if problems:
+            return False, "PoolProblems", "; ".join(problems)
+        return True, "Synced", f"{synced} pool(s) and CIDR group(s) in step"
+
+    async def orphaned(self, dp: str) -> None:
+        """The DynamicPrefix is gone: its holders keep what they have, and say so once."""
+        for t in self.cache.targets.values():
+            if t.consumer or t.kind not in self.cache.served:
+                continue
+            for key, obj in self.cache.following(t.kind, dp):
+                why = f"DynamicPrefix {dp!r} does not exist; the pool is left as it is"
+                await self._problem(key, obj, (NOT_SYNCED, why), False)
+
+    # -- one object on its own key (a consumer, or a holder to release) -------------------------
+
+    async def one(self, key: ObjectKey) -> None:
+        t = self.cache.targets[key.kind]
+        obj = self.cache.get(key)
+        if obj is None or key.kind not in self.cache.served:
+            self.problems.pop(key, None)
+            self.refused.pop(key, None)
+            if (counted := self.counted.pop(key, None)) in self.cache.dps:
+                self.enqueue(ServicesSyncedKey(counted))  # one Service fewer in its count
+            return
+        dp = t.follows(obj)
+        if not t.consumer:
+            if dp is None:  # the holder no longer follows a DynamicPrefix: take back only our entries
+                p = t.desired(None, None, obj, self.context(None))
+                if p.final is not None:
+                    await self._write(t, key, obj, p.final)
+            return
+        spec = self.cache.spec(dp) if dp else None
+        p = t.desired(
+            spec, self.cache.status(dp) if dp and spec else None, obj, self.context(dp if spec else None)
+        )
+        refused = None if p.final is None else await self._write(t, key, obj, p.final, p.summary)
+        changed = await self._problem(key, obj, self._outcome(p, refused), p.waiting)
+        counted = self.counted.get(key)
+        if changed or dp != counted:  # a new problem or wait, or a Service its count is missing
+            for name in {dp, counted}:
+                if name in self.cache.dps:
+                    self.enqueue(ServicesSyncedKey(name))
+        if p.final is None:
+            self.writer.unchanged(t, key.name, p.waiting)
+
+    @staticmethod
+    def _outcome(p: Plan, refused: str | None) -> tuple[str, str] | None:
+        if refused is not None:
+            return "WriteRefused", refused
+        return None if p.problem is None else (p.reason, p.problem)
+
+    # -- consumers, in their DynamicPrefix's pass ------------------------------------------------
+
+    def recount(self, dp: str, spec: DynamicPrefixSpec) -> Condition:
+        """ServicesSynced from what each consumer's last sync found; nothing is planned again."""
+        keys = [
+            k for t in self.cache.targets.values() if t.consumer for k, _o in self.cache.following(t.kind, dp)
+        ]
+        for k in [k for k, name in self.counted.items() if name == dp]:
+            del self.counted[k]
+        self.counted.update(dict.fromkeys(keys, dp))
+        if spec.transition.mode != "ha":
+            return (
+                True,
+                "SimpleMode",
+                "transition.mode is simple: Services keep the addresses Cilium gave them",
+            )
+        ours = set(keys)
+        return summarize(len(keys), {k: v for k, v in self.problems.items() if k in ours})
+
+    async def consumers(self, dp: str, spec: DynamicPrefixSpec, status: DynamicPrefixStatus) -> Condition:
+        if spec.transition.mode != "ha":
+            for t in self.cache.targets.values():
+                for (ns, name), o in list(self.cache.objects[t.kind].items()) if t.consumer else []:
+                    if t.has_record(o):
+                        self.enqueue(ObjectKey(t.kind, ns, name))  # take back what an earlier ha mode wrote
+            return self.recount(dp, spec)
+        ctx = self.context(dp)
+        writes = []
+        for t in [t for t in self.cache.targets.values() if t.consumer]:
+            for key, obj in self.cache.following(t.kind, dp):
+                p = t.desired(spec, status, obj, ctx)
+                ctx.chosen |= set(p.chosen)  # not written yet: the next one in this pass must not choose them
+                await self._problem(key, obj, self._outcome(p, None), p.waiting)
+                if p.final is not None:
+                    writes.append(self._consumer_write(t, key, obj, p))
+                else:
+                    self.writer.unchanged(t, key.name, p.waiting)
+        results = await asyncio.gather(*writes, return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise failures[0]
+        return self.recount(dp, spec)
+
+    async def _consumer_write(self, t: Target, key: ObjectKey, obj: Obj, p: Plan) -> None:
+        assert p.final is not None
+        async with self._slots:
+            refused = await self._write(t, key, obj, p.final, p.summary)
+        if refused is not None:
+            await self._problem(key, obj, ("WriteRefused", refused), False)

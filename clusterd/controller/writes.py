@@ -1,0 +1,121 @@
+"""Writes to the API: fenced by leadership, counted, cached when they return; failures typed.
+
+A failure is *permanent* when the API server refuses the write itself (a 4xx
+other than 409 and 429: validation, admission, RBAC): sending it again
+changes nothing, so it is shown (a condition, an Event) and not retried until
+the object or the DynamicPrefix changes. Everything else (5xx, timeouts, an
+unreachable API server, 409 conflicts, 429) is *temporary* and retried with
+the work queue's per-key backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from clusterd import crd
+from clusterd.adapters.kube import ApiError, Gone, Kube, Ref
+from clusterd.controller.cache import Cache, Obj
+from clusterd.core.status import Event
+from clusterd.metrics import Metrics
+from clusterd.targets.base import NAME, Patch, Target
+from routerd.logs import RateLimited, kv
+
+LOG = logging.getLogger("clusterd")
+COMPONENT = "dynamic-prefix-clusterd"
+
+
+class NotLeader(Exception):
+    """Leadership ended while a reconcile was under way: its remaining writes are the new leader's."""
+
+
+class Permanent(Exception):
+    """The API server refused a write (4xx other than 409/429): the same write would be refused again."""
+
+    def __init__(self, what: str, error: ApiError) -> None:
+        super().__init__(f"{what} was refused ({error.status} {error.reason}): {error.message}")
+        self.error = error
+
+
+def permanent(e: BaseException) -> bool:
+    return isinstance(e, ApiError) and 400 <= e.status < 500 and e.status not in (409, 429)
+
+
+class Writer:
+    def __init__(self, kube: Kube, cache: Cache, metrics: Metrics) -> None:
+        self.kube = kube
+        self.cache = cache
+        self.metrics = metrics
+        self.leader = False
+        self._limited = RateLimited(LOG)
+
+    def fence(self) -> None:
+        """Before each write: a replica that stopped leading mid-reconcile writes nothing more."""
+        if not self.leader:
+            raise NotLeader("leadership lost")
+
+    async def status(self, obj: Obj, status: crd.DynamicPrefixStatus) -> Obj:
+        self.fence()
+        name = obj["metadata"]["name"]
+        try:
+            got = await self.kube.replace_status(obj, status.dump())
+        except Gone:
+            return obj
+        except ApiError as e:
+            if permanent(e):
+                raise Permanent(f"the status of DynamicPrefix {name}", e) from e
+            raise
+        self.metrics.api_writes.labels("status").inc()
+        self.cache.written(None, obj, got)
+        return got
+
+    async def patch(self, t: Target, obj: Obj, p: Patch) -> Obj | None:
+        """Write ``p`` at the version ``obj`` was read; None when the object is gone."""
+        self.fence()
+        m = obj["metadata"]
+        what = f"{t.kind} {m['name']}"
+        try:
+            if t.crd:
+                assert p.field is not None
+                assert p.entries is not None
+                got = await self.kube.patch_list(self.cache.served[t.kind], t.plural, obj, p.field, p.entries,
+                                                 dict(p.annotations))  # fmt: skip
+            else:  # the one built-in kind written today: a Service's annotations
+                got = await self.kube.patch_service_annotations(obj, dict(p.annotations))
+        except Gone:
+            return None
+        except ApiError as e:
+            self._count(t, m["name"], "failed")
+            if permanent(e):
+                raise Permanent(what, e) from e
+            raise
+        except Exception:
+            self._count(t, m["name"], "failed")
+            raise
+        self.metrics.api_writes.labels(t.metric).inc()
+        self._count(t, m["name"], "written")
+        self.cache.written(t.kind, obj, got)
+        return got
+
+    def _count(self, t: Target, name: str, result: str) -> None:
+        if t.consumer:
+            self.metrics.service_syncs.labels(result).inc()
+        else:
+            self.metrics.pool_syncs.labels(t.kind, name, result).inc()
+
+    def unchanged(self, t: Target, name: str, waiting: bool = False) -> None:
+        self._count(t, name, "waiting" if waiting else "unchanged")
+
+    async def events(self, obj: dict[str, Any], events: list[Event]) -> None:
+        ref = Ref.of(obj)
+        about = {"dynamicprefix": ref.name}
+        if ref.kind != crd.KIND:  # a target's object: its own name, and the DynamicPrefix it follows
+            dp = (obj["metadata"].get("annotations") or {}).get(NAME)
+            name = f"{ref.namespace}/{ref.name}" if ref.namespace else ref.name
+            about = {ref.kind.lower(): name, **({"dynamicprefix": dp} if dp else {})}
+        for e in events:
+            (LOG.warning if e.type == "Warning" else LOG.info)(e.message, extra=kv(**about, reason=e.reason))
+            try:
+                await self.kube.event(ref, e.type, e.reason, e.message, COMPONENT)
+            except Exception as err:  # an Event is worth a log line, not a failed reconcile
+                self._limited.warning("event-failed", f"could not record Event {e.reason}: {err}")

@@ -1,0 +1,150 @@
+"""The target interface: one kind of object clusterd keeps in step with a DynamicPrefix. Pure.
+
+A target says which objects it manages (they name a DynamicPrefix in an
+annotation), which API versions of its kind clusterd may use (discovered from
+the served CRD), what to write to one object (``desired``, a :class:`Plan`),
+the RBAC it needs and the label its writes are counted under. The controller
+reads the objects, asks the target, writes the plan and reports the outcome;
+it knows no kind by name.
+
+A renumbering is written in two steps around the *consumers* (Services, which
+request addresses): every *holder* (a pool) writes its ``grow`` first, then
+the consumers move, then the holders write their ``final`` list, so no
+consumer ever requests an address no holder has (Cilium's ``no_pool`` does
+not clear once set) and no holder drops an address still in use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
+from ipaddress import IPv6Address
+from typing import Any, Protocol
+
+from clusterd.core.placements import Placements
+from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
+
+NAME = "dynamic-prefix.io/name"
+"""The annotation by which an object follows a DynamicPrefix, on every kind."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a target needs of RBAC: ``verbs`` on ``resource`` in API group ``group`` ("" is core)."""
+
+    group: str
+    resource: str
+    verbs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One write to one object, made at the resourceVersion it was planned from.
+
+    ``field``/``entries`` set one list under ``spec`` (None: spec untouched);
+    ``annotations`` set or (None) delete annotations, clusterd's ownership record among them.
+    """
+
+    annotations: Mapping[str, str | None]
+    field: str | None = None
+    entries: list[Any] | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one object should get; empty when it is in step."""
+
+    grow: Patch | None = None
+    """A holder's first step, written before the consumers move: only adds."""
+    final: Patch | None = None
+    """The last write (a holder's shrink, a consumer's only write)."""
+    problem: str | None = None
+    """What keeps the object from being in step; shown in a condition and an Event."""
+    reason: str = "NotSynced"
+    waiting: bool = False
+    """Nothing to do until another controller acts (LB-IPAM giving an address): not a warning."""
+    chosen: tuple[IPv6Address, ...] = ()
+    """Addresses picked for this object that no other object may get in the same pass."""
+    summary: str = ""
+    """One line for the Event that says what was written."""
+
+
+@dataclass
+class Context:
+    """What a planner may need beyond the DynamicPrefix and the object, computed once per pass."""
+
+    placements: Placements | None
+    """The DynamicPrefix's ranges placed in its prefixes (None: no DynamicPrefix)."""
+    taken: Callable[[], AbstractSet[IPv6Address]] = frozenset
+    """Addresses held or requested anywhere in the cluster (gathered only when a planner asks)."""
+    default_ip_annotation: str = "cilium"
+    chosen: set[IPv6Address] = field(default_factory=set)
+    """Picked earlier in this pass, not written yet."""
+
+
+class Target(Protocol):
+    """One kind of object clusterd writes; see docs/architecture.md, "Adding a target"."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def group(self) -> str:
+        """API group ("" for the core group)."""
+
+    @property
+    def plural(self) -> str: ...
+    @property
+    def versions(self) -> tuple[str, ...]:
+        """The versions clusterd can write, preferred first; the first one served is used."""
+
+    @property
+    def crd(self) -> bool:
+        """Served through a CustomResourceDefinition (discovered from its watch); else built in."""
+
+    @property
+    def consumer(self) -> bool:
+        """Requests addresses (planned one object at a time, between the holders' two steps)."""
+
+    @property
+    def metric(self) -> str:
+        """The ``resource`` label of its API writes."""
+
+    @property
+    def rules(self) -> tuple[Rule, ...]: ...
+
+    def follows(self, obj: Mapping[str, Any]) -> str | None:
+        """The DynamicPrefix this object follows, if any."""
+
+    def has_record(self, obj: Mapping[str, Any]) -> bool:
+        """Whether clusterd wrote to it before (so it has something to take back)."""
+
+    def taken(self, obj: Mapping[str, Any]) -> AbstractSet[IPv6Address]:
+        """Addresses this object holds, requests or holds back: clusterd chooses none of them."""
+
+    def reads(self, obj: Mapping[str, Any]) -> object:
+        """The parts of the object the planner reads: a change elsewhere (a status clusterd
+        never reads) needs no planning."""
+
+    def desired(
+        self,
+        spec: DynamicPrefixSpec | None,
+        status: DynamicPrefixStatus | None,
+        obj: Mapping[str, Any],
+        ctx: Context,
+    ) -> Plan:
+        """What to write; ``spec`` None: the object no longer follows a DynamicPrefix (release it)."""
+
+
+def crd_name(t: Target) -> str:
+    return f"{t.plural}.{t.group}"
+
+
+def served_version(t: Target, crd: Mapping[str, Any]) -> str | None:
+    """The version clusterd uses of a CRD as served now (Cilium 1.18+ serves v2, older v2alpha1)."""
+    served = {v["name"] for v in crd.get("spec", {}).get("versions", []) if v.get("served")}
+    return next((v for v in t.versions if v in served), None)
+
+
+def annotations_of(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    return obj.get("metadata", {}).get("annotations") or {}

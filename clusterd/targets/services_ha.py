@@ -1,0 +1,81 @@
+"""HA mode's Service annotations: the addresses a LoadBalancer Service requests, and its DNS target.
+
+The planner is :mod:`clusterd.core.services`. A consumer: Services move
+between the pools' two steps, and each is planned on its own when it changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import IPv6Address
+from typing import Any
+
+from clusterd.core import services
+from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
+from clusterd.targets.base import NAME, Context, Patch, Plan, Rule, annotations_of
+
+
+def view(obj: Mapping[str, Any]) -> services.ServiceView:
+    m, spec = obj["metadata"], obj.get("spec") or {}
+    ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    return services.ServiceView(
+        namespace=m["namespace"],
+        name=m["name"],
+        type=spec.get("type", ""),
+        annotations=m.get("annotations") or {},
+        ingress_ips=tuple(i["ip"] for i in ingress if i.get("ip")),
+        families=tuple(spec.get("ipFamilies") or ()),
+    )
+
+
+@dataclass(frozen=True)
+class ServicesTarget:
+    kind: str = "Service"
+    group: str = ""
+    plural: str = "services"
+    versions: tuple[str, ...] = ("v1",)
+    crd: bool = False
+    consumer: bool = True
+    metric: str = "service"
+    rules: tuple[Rule, ...] = (Rule("", "services", ("list", "watch", "patch")),)
+
+    def follows(self, obj: Mapping[str, Any]) -> str | None:
+        return annotations_of(obj).get(NAME)
+
+    def has_record(self, obj: Mapping[str, Any]) -> bool:
+        return services.OWNED in annotations_of(obj)
+
+    def reads(self, obj: Mapping[str, Any]) -> object:
+        # Of the status only the addresses: LB-IPAM also writes conditions clusterd never reads.
+        v, spec = view(obj), obj.get("spec") or {}
+        return v.annotations, v.type, v.families, v.ingress_ips, spec.get("loadBalancerIP")
+
+    def taken(self, obj: Mapping[str, Any]) -> set[IPv6Address]:
+        """The IPv6 addresses it holds or requests: clusterd chooses none of them for another Service."""
+        v = view(obj)
+        return services.addresses(v.annotations, v.ingress_ips, (obj.get("spec") or {}).get("loadBalancerIP"))
+
+    def desired(
+        self,
+        spec: DynamicPrefixSpec | None,
+        status: DynamicPrefixStatus | None,
+        obj: Mapping[str, Any],
+        ctx: Context,
+    ) -> Plan:
+        v = view(obj)
+        p = services.plan(v, spec, status, ctx.default_ip_annotation, placements=ctx.placements)
+        if p.chosen:  # what every other Service holds is gathered only when an address is chosen
+            taken = ctx.taken() | ctx.chosen
+            p = services.plan(v, spec, status, ctx.default_ip_annotation, taken, ctx.placements)
+        return Plan(
+            final=Patch(p.annotations) if p.annotations else None,
+            problem=p.problem,
+            reason=p.reason,
+            waiting=p.waiting,
+            chosen=p.chosen,
+            summary=p.summary,
+        )
+
+
+TARGET = ServicesTarget()
