@@ -234,17 +234,16 @@ def test_a_watch_started_before_its_kind_is_served_picks_it_up(cluster: KubeAPI)
     """
     import asyncio
 
-    from clusterd.adapters.kube import Watcher
+    from clusterd.adapters.kube import Kube, Resource
 
     for name in crds.CILIUM_CLUSTERD_KINDS:
         delete_crd(cluster, name)
 
     async def scenario() -> list[str]:
         seen: list[str] = []
-        w = Watcher("pools", cluster.admin(), k8s.CustomObjectsApi(cluster.admin()).list_cluster_custom_object,
-                    ("cilium.io", "v2", "ciliumloadbalancerippools"), lambda kind, _obj: seen.append(kind),
-                    asyncio.get_running_loop())  # fmt: skip
-        w.start()
+        kube = Kube(cluster.admin())
+        w = kube.watch("pools", Resource("cilium.io", "v2", "ciliumloadbalancerippools"),
+                       lambda kind, _obj: seen.append(kind))  # fmt: skip
         try:
             for _ in range(100):  # the first list 404s: not served
                 await asyncio.sleep(0.05)
@@ -257,6 +256,7 @@ def test_a_watch_started_before_its_kind_is_served_picks_it_up(cluster: KubeAPI)
                     break
         finally:
             w.stop()
+            kube.close()
         return seen
 
     seen = asyncio.run(scenario())
