@@ -45,6 +45,8 @@ class Cache:
         """Kind -> the version clusterd uses; a CRD kind only while its CRD is served."""
         self.taken: dict[tuple[str, str | None, str], frozenset[IPv6Address]] = {}
         """Addresses each object holds, requests or holds back (every Service, managed or not)."""
+        self.refused: set[ObjectKey] = set()
+        """Objects whose last write the API server refused: any change of theirs may lift it."""
         self.dps_synced = self.crds_synced = False
         self.listed: set[str] = set()
         """Kinds whose list arrived since their version was discovered."""
@@ -171,7 +173,8 @@ class Cache:
                 continue
             cached[ident] = o
             old = previous.get(ident)
-            if old is not None and (_rv(old) == _rv(o) or t.reads(old) == t.reads(o)):
+            stuck = ObjectKey(t.kind, *ident) in self.refused
+            if old is not None and (_rv(old) == _rv(o) or (t.reads(old) == t.reads(o) and not stuck)):
                 continue  # the echo of our own write, a relist, or a change clusterd does not read
             if t.consumer:
                 keys.append(ObjectKey(t.kind, *ident))

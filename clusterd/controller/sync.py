@@ -81,10 +81,12 @@ class Sync:
         if (refused := self.refused.get(key)) is not None and refused == (rv, p):
             return self.problems.get(key, ("", "refused by the API server"))[1]
         self.refused.pop(key, None)
+        self.cache.refused.discard(key)
         try:
             got = await self.writer.patch(t, obj, p)
         except Permanent as e:
             self.refused[key] = (rv, p)
+            self.cache.refused.add(key)
             return str(e)
         if got is not None and summary:
             await self.writer.events(got, [Event("Normal", "AddressesUpdated", summary)])
@@ -141,6 +143,7 @@ class Sync:
         if obj is None or key.kind not in self.cache.served:
             self.problems.pop(key, None)
             self.refused.pop(key, None)
+            self.cache.refused.discard(key)
             if (counted := self.counted.pop(key, None)) in self.cache.dps:
                 self.enqueue(ServicesSyncedKey(counted))  # one Service fewer in its count
             return

@@ -172,3 +172,20 @@ def test_the_charts_rbac_is_enough_and_every_rule_is_needed(
             elif not refused:  # the scenario failed, but not for want of this rule: a slow run?
                 wrong[label] = f"{failed} did not happen, yet no request this rule grants was refused"
     assert not wrong, wrong
+
+
+def test_the_charts_cluster_role_is_exactly_what_the_targets_and_clusterd_declare(helm: Path) -> None:
+    """Each target declares the RBAC it needs (clusterd/targets/): the chart grants that union, no more.
+
+    Adding a target without its rule in the chart (or leaving a rule behind when one goes) fails here
+    at once; the scenario test above then proves each rule is really used.
+    """
+    from clusterd.targets import rules
+
+    granted = {(g, r, v) for rule in find(render(helm, namespace=NS), "ClusterRole")["rules"]
+               for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}  # fmt: skip
+    declared = rules()
+    assert granted == declared, {
+        "granted, not declared": granted - declared,
+        "declared, not granted": declared - granted,
+    }
