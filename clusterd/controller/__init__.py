@@ -21,7 +21,7 @@ from clusterd.adapters.kube import Kube
 from clusterd.config import Config
 from clusterd.controller.cache import Cache
 from clusterd.controller.intake import Intake
-from clusterd.controller.keys import DynamicPrefixKey, Key, ObjectKey, ServicesSyncedKey
+from clusterd.controller.keys import DynamicPrefixKey, Key, ObjectKey, RolloutKey, ServicesSyncedKey
 from clusterd.controller.queue import WorkQueue
 from clusterd.controller.reconcile import Reconciler
 from clusterd.controller.sync import Sync
@@ -51,7 +51,8 @@ class Controller:
         self.sync = Sync(self.cache, self.writer, self.queue.add, cfg.service_ip_annotation)
         self.reconciler = Reconciler(self.cache, self.intake, self.sync, self.writer, metrics,
                                      policy or Policy(allow_ula=cfg.allow_ula), self._environment_problem,
-                                     lambda name, delay: self.queue.at(DynamicPrefixKey(name), delay))  # fmt: skip
+                                     lambda name, delay: self.queue.at(DynamicPrefixKey(name), delay),
+                                     self.queue.add)  # fmt: skip
         self.ra_available = False
         self.on_ra_interfaces: Callable[[set[str]], None] | None = None
         self.on_served: Callable[[dict[str, str]], None] | None = None
@@ -168,6 +169,8 @@ class Controller:
                 return
             if isinstance(key, DynamicPrefixKey):
                 await self.reconciler.dynamic_prefix(key.name, started)
+            elif isinstance(key, RolloutKey):
+                await self.reconciler.rollout(key.name)
             elif isinstance(key, ServicesSyncedKey):
                 await self.reconciler.services_synced(key.name)
             else:
@@ -227,7 +230,7 @@ class Controller:
 
 
 def _kind(key: Key) -> str:
-    return "dynamicprefix" if isinstance(key, DynamicPrefixKey | ServicesSyncedKey) else key.kind.lower()
+    return key.kind.lower() if isinstance(key, ObjectKey) else "dynamicprefix"
 
 
 def _about(key: Key) -> str:

@@ -13,6 +13,18 @@ class DynamicPrefixKey:
 
 
 @dataclass(frozen=True)
+class RolloutKey:
+    """The second half of a DynamicPrefix's pass: its consumers, its holders' final lists, its conditions.
+
+    Queued by the first half (status, holders' grow, the webhook answer): with several
+    DynamicPrefixes, every first half -- what a webhook sender waits for -- comes before
+    any DynamicPrefix's thousands of Service writes.
+    """
+
+    name: str
+
+
+@dataclass(frozen=True)
 class ServicesSyncedKey:
     """Recount one DynamicPrefix's ServicesSynced condition from what each Service's own sync found.
 
@@ -35,4 +47,4 @@ class ObjectKey:
         return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
 
 
-Key = DynamicPrefixKey | ServicesSyncedKey | ObjectKey
+Key = DynamicPrefixKey | RolloutKey | ServicesSyncedKey | ObjectKey

@@ -1,10 +1,10 @@
 """A DynamicPrefix's pass: plan its status from the reports, write it, then its targets in order.
 
 The status first (so a webhook sender hears back quickly), then each holder's
-``grow`` step, the consumers, and each holder's ``final`` step (in simple mode,
-with no consumer in between, a holder's one final write comes first). A timer
-is set for the next moment time alone changes something (an old prefix
-expiring).
+``grow`` step; then, as a second work item (:class:`RolloutKey`), the
+consumers and each holder's ``final`` step (in simple mode, with no consumer in
+between, a holder's one final write comes in the first half). A timer is set
+for the next moment time alone changes something (an old prefix expiring).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from clusterd import crd
 from clusterd.clock import utcnow
 from clusterd.controller.cache import Cache, Obj
 from clusterd.controller.intake import Intake, holds
+from clusterd.controller.keys import Key, RolloutKey
 from clusterd.controller.sync import Sync
 from clusterd.controller.writes import Writer
 from clusterd.core.status import (
@@ -48,12 +49,14 @@ class Reconciler:
         policy: Policy,
         environment_problem: Callable[[crd.DynamicPrefixSpec], tuple[str, str] | None],
         schedule: Callable[[str, float | None], None],
+        enqueue: Callable[[Key], None],
     ) -> None:
         self.cache, self.intake, self.sync, self.writer = cache, intake, sync, writer
         self.metrics = metrics
         self.policy = policy
         self.environment_problem = environment_problem
         self.schedule = schedule
+        self.enqueue = enqueue
         self._limited = RateLimited(LOG)
 
     async def dynamic_prefix(self, name: str, started: int) -> None:
@@ -123,14 +126,23 @@ class Reconciler:
         # once set. Simple mode writes no Service, so each pool changes in one write.
         await self.sync.holders(name, spec, status, final=spec.transition.mode != "ha")
         # A webhook sender hears back once the status and pools are written; Services, which
-        # can be thousands, follow and report through ServicesSynced.
+        # can be thousands, follow (after every other DynamicPrefix's first half) and report
+        # through ServicesSynced.
         if rejected is not None:
             self.intake.resolve(name, 409, rejected.message, started)
         else:
             self.intake.resolve(name, 200, "applied", started)
+        self.enqueue(RolloutKey(name))
+
+    async def rollout(self, name: str) -> None:
+        """Consumers, then the holders' final lists, then the conditions, from the status as stored."""
+        obj, spec, status = self.cache.dps.get(name), self.cache.spec(name), self.cache.status(name)
+        if obj is None or spec is None or status is None:
+            return
+        now, generation = utcnow(), int(obj["metadata"].get("generation", 1))
         ok, reason, message = await self.sync.consumers(name, spec, status)
         synced = with_condition(status, now, generation, SERVICES_SYNCED, ok, reason, message)
         ok, reason, message = await self.sync.holders(name, spec, status, final=True)
         synced = with_condition(synced, now, generation, POOLS_SYNCED, ok, reason, message)
         if synced != status:
-            await self.writer.status(obj, synced)
+            await self.writer.status(self.cache.dps.get(name, obj), synced)

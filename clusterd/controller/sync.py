@@ -151,8 +151,8 @@ class Sync:
         if not t.consumer:
             if dp is None:  # the holder no longer follows a DynamicPrefix: take back only our entries
                 p = t.desired(None, None, obj, self.context(None))
-                if p.final is not None:
-                    await self._write(t, key, obj, p.final)
+                refused = None if p.final is None else await self._write(t, key, obj, p.final)
+                await self._problem(key, obj, None if refused is None else ("WriteRefused", refused), False)
             return
         spec = self.cache.spec(dp) if dp else None
         p = t.desired(
