@@ -179,6 +179,18 @@ class WebhookSection(_Section):
         )
 
 
+class ExecSection(_Section):
+    """Run a command when the state changes: the message on stdin, DYNAMIC_PREFIX_* in the environment."""
+
+    command: tuple[Annotated[str, Field(min_length=1)], ...] = Field(
+        min_length=1,
+        description="Program and arguments, run without a shell (write sh -c '...' for one).",
+    )
+    timeout: float = Field(
+        30.0, gt=0, le=3600, description="Seconds a run may take; then its process group is killed."
+    )
+
+
 class Config(_Section):
     """The whole file; every section is optional."""
 
@@ -207,6 +219,7 @@ class Config(_Section):
     stdout: StdoutSection = Field(default_factory=StdoutSection)
     mqtt: MQTTSection | None = Field(None, description="MQTT sink.")
     webhook: tuple[WebhookSection, ...] = Field((), description="Webhook sinks ([[webhook]] tables).")
+    exec: tuple[ExecSection, ...] = Field((), description="Command hooks ([[exec]] tables).")
 
     @field_validator("interface")
     @classmethod
