@@ -190,6 +190,17 @@ class ExecSection(_Section):
         30.0, gt=0, le=3600, description="Seconds a run may take; then its process group is killed."
     )
 
+    @field_validator("command", mode="before")
+    @classmethod
+    def _a_list(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            raise ValueError(
+                'give the program and its arguments as a list, e.g. ["/usr/local/bin/hook", "--flag"] '
+                "(UCI: one `list command` line each); it runs without a shell: "
+                'for one write ["sh", "-c", "..."]'
+            )
+        return v
+
 
 class Config(_Section):
     """The whole file; every section is optional."""
