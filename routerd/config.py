@@ -121,6 +121,11 @@ class MQTTSection(_Section):
     )
     keepalive: int = Field(30, ge=5, le=3600, description="Seconds.")
     client_id: str | None = Field(None, description="Default: routerd-<router_id>.")
+    homeassistant_discovery: bool | None = Field(
+        None,
+        description="true: announce each interface's current prefix to Home Assistant as a sensor (retained "
+        "config on homeassistant/sensor/<id>/config); false: remove those announcements; unset: leave them alone.",
+    )
 
     @model_validator(mode="after")
     def _one_password_source(self) -> MQTTSection:
