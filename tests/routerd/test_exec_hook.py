@@ -28,7 +28,7 @@ from routerd.config import ConfigError, ExecSection
 from routerd.core.backoff import Backoff
 from routerd.core.hookqueue import HookQueue
 from routerd.core.wire import Prefix, PrefixState, PrefixStatus, SourceKind
-from tests.ground.routerd_proc import Routerd
+from tests.ground.routerd_proc import QUIET_LO, Routerd
 from tests.ground.waiting import wait_until
 
 A, B, C = "2001:db8:a::/64", "2001:db8:b::/64", "2001:db8:c::/64"
@@ -286,13 +286,7 @@ def test_routerd_status_shows_a_failing_hook_until_it_succeeds(tmp_path: Path) -
     )
     config = f"""router_id = "edge"
 control_socket = "{ctl}"
-[stdout]
-enabled = false
-[[interface]]
-name = "lo"
-ra = false
-netlink = false
-[[exec]]
+{QUIET_LO}[[exec]]
 command = ["{hook}"]
 timeout = 5
 """

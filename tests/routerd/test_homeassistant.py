@@ -1,9 +1,8 @@
 """Home Assistant MQTT discovery (``[mqtt] homeassistant_discovery``) against the real Mosquitto.
 
-routerd watches ``lo`` with RA and netlink off and publishes its (empty) state once after start,
-which is when it announces the interface. The test plays Home Assistant: it reads the retained
-discovery config, checks it points at the unchanged state topic, and renders its
-``value_template`` with Jinja2 semantics on a real state message.
+routerd watches ``lo`` (``QUIET_LO``) and announces the interface when it publishes its state.
+The test plays Home Assistant: it reads the retained discovery config, checks it points at the
+unchanged state topic, and renders its ``value_template`` with Jinja2, Home Assistant's engine.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import pytest
 from routerd.adapters.mqtt import HA_CURRENT_PREFIX
 from tests.ground.mosquitto import Mosquitto
 from tests.ground.mqttclient import Subscriber, publish
-from tests.ground.routerd_proc import Routerd
+from tests.ground.routerd_proc import QUIET_LO, Routerd
 
 pytestmark = pytest.mark.mqtt
 _runs = count()
@@ -27,13 +26,7 @@ _runs = count()
 
 def _config(port: int, base: str, router: str, discovery: str) -> str:
     return f"""router_id = "{router}"
-[stdout]
-enabled = false
-[[interface]]
-name = "lo"
-ra = false
-netlink = false
-[mqtt]
+{QUIET_LO}[mqtt]
 host = "127.0.0.1"
 port = {port}
 tls = false
