@@ -169,7 +169,10 @@ class ExecSink:
     async def _run(self, msg: PrefixState) -> str | None:
         """Run the command with ``msg``; None when it exited 0, else what went wrong."""
         loop = asyncio.get_running_loop()
-        output = _Output(loop)
+        try:
+            output = _Output(loop)
+        except OSError as e:  # no file descriptors left
+            return f"cannot start {self.cfg.command[0]}: no pipe for its output ({e.strerror or e})"
         try:
             try:
                 proc = await asyncio.create_subprocess_exec(
