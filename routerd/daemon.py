@@ -111,6 +111,10 @@ def build_sinks(cfg: cfgmod.Config) -> list[Sink]:
         from routerd.adapters.webhook import WebhookSink
 
         sinks.append(WebhookSink(w, w.secret(), setting=f"webhook.{i}"))
+    if cfg.nftables is not None:
+        from routerd.adapters.nft import NftSink
+
+        sinks.append(NftSink(cfg.nftables))
     return sinks
 
 
@@ -128,6 +132,13 @@ def sink_summary(cfg: cfgmod.Config) -> str:
     on += [f"webhook {w.url}" for w in cfg.webhook]
     if not cfg.webhook:
         off.append("webhook off")
+    if cfg.nftables is not None:
+        n = cfg.nftables
+        on.append(
+            f"nftables sets in table inet {n.table}"
+            if n.mode == "table"
+            else f"fw4 sets via {n.loadfile_dir}"
+        )
     if cfg.stdout_enabled:
         on.append("stdout")
     else:
