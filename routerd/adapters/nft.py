@@ -49,7 +49,8 @@ class NftSink:
         target = f"table inet {cfg.table}" if cfg.mode == "table" else f"fw4 loadfiles in {cfg.loadfile_dir}"
         self.delivery = Delivery(target)
         self._states: dict[str, nftsets.Received] = {}
-        self._dirty = True  # the declarations are due at start
+        self._wanted = 1  # generations of the input: the declarations are due at start
+        self._applied = 0
         self._filled = False
         self._loaded: dict[str, str] = {}
         """fw4 mode: each loadfile as last written and reloaded."""
@@ -66,12 +67,12 @@ class NftSink:
         if self.cfg.interfaces and msg.interface not in self.cfg.interfaces:
             return
         self._states[msg.interface] = nftsets.Received(msg, asyncio.get_running_loop().time())
-        self._dirty = True
+        self._wanted += 1
         self._wake.set()
 
     def queued(self) -> int:
         """1 while the sets do not hold the newest state yet."""
-        return int(self._dirty)
+        return int(self._applied != self._wanted)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -85,7 +86,7 @@ class NftSink:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            self._dirty = False
+            generation = self._wanted
             sets = nftsets.contents(
                 self.cfg.prefix_set,
                 self.ranges,
@@ -95,11 +96,11 @@ class NftSink:
             apply = self._apply_table if self.cfg.mode == "table" else self._apply_fw4
             error = await loop.run_in_executor(None, apply, sets, fill)
             if error is None:
+                self._applied = generation
                 self._filled = fill
                 self.delivery.succeeded()
                 backoff.reset()
                 continue
-            self._dirty = True
             self.delivery.failed(error)
             delay = backoff.next()
             LOG.warning(f"{error}; retrying in {delay:.0f} s", extra=kv(target=self.delivery.target))

@@ -281,3 +281,56 @@ def test_fw4_mode_rewrites_the_loadfiles_then_reloads_the_sets(
     assert "fw4 reload-sets failed" in str(sink.delivery.last_error)
     assert "Error: the fake fw4 was told to fail" in str(sink.delivery.last_error)
     assert sink.delivery.problem(0.0, 300.0, 0.0) is None  # delivered after the failure
+
+
+# -- OpenWrt: /etc/config/routerd and the firewall snippet ----------------------------------
+
+OPENWRT = Path(__file__).resolve().parents[2] / "contrib" / "openwrt"
+
+
+def test_uci_sections_map_onto_the_nftables_keys(tmp_path: Path) -> None:
+    uci = tmp_path / "routerd"
+    uci.write_text("""
+config interface
+	option name 'br-lan'
+config nftables
+	option mode 'fw4'
+	option prefix_set 'dp_prefixes'
+config nftables_range
+	option set 'dp_lb'
+	option start '::f000:0:0:0'
+	option end '::ffff:ffff:ffff:ffff'
+config nftables_range
+	option set 'dp_lb'
+	option start '::1:0:0:0'
+	option end '::1:0:0:ff'
+""")  # fmt: skip
+    toml = cfgmod.parse({
+        "interface": [{"name": "br-lan"}],
+        "nftables": {"mode": "fw4", "prefix_set": "dp_prefixes", "range": [
+            {"set": "dp_lb", "start": "::f000:0:0:0", "end": "::ffff:ffff:ffff:ffff"},
+            {"set": "dp_lb", "start": "::1:0:0:0", "end": "::1:0:0:ff"},
+        ]},
+    })  # fmt: skip
+    assert cfgmod.load(uci) == toml
+
+
+def test_the_shipped_files_name_the_same_sets_and_loadfiles(tmp_path: Path) -> None:
+    shipped = (OPENWRT / "files" / "routerd.config").read_text()
+    assert cfgmod.load(OPENWRT / "files" / "routerd.config").nftables is None  # it ships off, ranges too
+    turned_on = tmp_path / "routerd"
+    turned_on.write_text(shipped.replace("config nftables\n\toption enabled '0'\n", "config nftables\n"))
+    n = cfgmod.load(turned_on).nftables
+    assert n is not None and n.mode == "fw4"
+    want = {name: f"{n.loadfile_dir}/{name}.txt" for name in [n.prefix_set, *(r.set for r in n.ranges)]}
+    ipsets: dict[str, str] = {}
+    name = None
+    for line in (OPENWRT / "firewall.ipset").read_text().splitlines():
+        words = line.split("#", 1)[0].split()
+        if words[:2] == ["config", "ipset"] or (words and words[0] == "config"):
+            name = None
+        elif words[:2] == ["option", "name"]:
+            name = words[2].strip("'")
+        elif words[:2] == ["option", "loadfile"] and name:
+            ipsets[name] = words[2].strip("'")
+    assert ipsets == want
