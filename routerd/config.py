@@ -226,7 +226,7 @@ class NftablesSection(_Section):
     )
     loadfile_dir: Path = Field(
         Path("/var/run/routerd"),
-        description="mode fw4: routerd writes <loadfile_dir>/<set>.txt; name it in the set's `config ipset` "
+        description="mode fw4: routerd writes `<loadfile_dir>/<set>.txt`; name it in the set's `config ipset` "
         "loadfile.",
     )
 

@@ -14,8 +14,8 @@ Failures are retried with backoff and shown in ``routerd status``. Until this
 run has written a set with something in it, an empty state (routerd just
 started, the uplink down) does not empty the sets: the elements of the last
 run stay until their timeouts end. nft and fw4 run as child processes (about
-2 ms each, docs/performance.md): libnftables through ctypes would keep its
-libraries in routerd's memory for good, for changes that come hours apart.
+16 ms a write, docs/performance.md): libnftables through ctypes would take
+0.4 ms but add 2.2 MB to routerd's memory for good, for writes minutes apart.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ heard no prefix yet leaves the sets alone.
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -201,3 +202,18 @@ def test_a_refused_transaction_keeps_the_sets_and_shows_in_status_until_fixed(
         assert set(elements(lab, "lb")) == {"2001:db8:a:0:f000::/68", "2001:db8:b:0:f000::/68"}
     finally:
         r.stop()
+
+
+def test_the_documented_ruleset_loads_and_routerds_transaction_fills_it(lab: Lab) -> None:
+    """docs/nftables.md's /etc/nftables.conf declares the sets exactly as routerd does (no conflict)."""
+    require.require_program("nft", "nftables")
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "nftables.md").read_text()
+    blocks = re.findall(r"^```[a-z]*\n(.*?)^```", doc, re.MULTILINE | re.DOTALL)
+    ruleset = next(b for b in blocks if b.startswith("# /etc/nftables.conf"))
+    transaction = next(b for b in blocks if b.startswith("table inet filter {\n\tset prefixes {"))
+    for name, text in (("ruleset.nft", ruleset), ("routerd.nft", transaction), ("again.nft", transaction)):
+        (lab.workdir / name).write_text(text)
+        run(["nft", "-f", str(lab.workdir / name)], lab.host)
+    listed = json.loads(run(["nft", "-j", "list", "set", "inet", "filter", "lb"], lab.host))
+    assert len(listed["nftables"][1]["set"]["elem"]) == 2
+    assert "@lb" in run(["nft", "list", "chain", "inet", "filter", "forward"], lab.host)

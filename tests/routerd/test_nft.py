@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import tomllib
 from collections.abc import Callable
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
@@ -334,3 +336,36 @@ def test_the_shipped_files_name_the_same_sets_and_loadfiles(tmp_path: Path) -> N
         elif words[:2] == ["option", "loadfile"] and name:
             ipsets[name] = words[2].strip("'")
     assert ipsets == want
+
+
+# -- docs/nftables.md shows what the code does -----------------------------------------------
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "nftables.md"
+
+
+def doc_blocks() -> list[str]:
+    return re.findall(r"^```[a-z]*\n(.*?)^```", DOC.read_text(), re.MULTILINE | re.DOTALL)
+
+
+def uncommented(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_the_documented_transaction_is_what_routerd_writes_for_the_documented_config() -> None:
+    toml = next(b for b in doc_blocks() if b.startswith("[[interface]]"))
+    n = cfgmod.parse(tomllib.loads(toml)).nftables
+    assert n is not None
+    ranges = [RangeSet(r.set, r.start, r.end) for r in n.ranges]
+    written = nftsets.script(n.table, nftsets.contents(n.prefix_set, ranges, {A: 600, B: 3600}))
+    assert written in doc_blocks()
+
+
+def test_the_documented_uci_is_what_contrib_openwrt_ships() -> None:
+    firewall = uncommented((OPENWRT / "firewall.ipset").read_text())
+    routerd = uncommented((OPENWRT / "files" / "routerd.config").read_text())
+    shown = [b for b in doc_blocks() if b.startswith("config ")]
+    assert len(shown) == 2
+    assert uncommented(shown[0]) == firewall
+    lines = uncommented(shown[1])
+    start = routerd.index("config nftables")
+    assert [x for x in routerd[start:] if "option enabled" not in x] == lines
