@@ -101,6 +101,15 @@ def test_a_prefix_inside_another_is_folded_into_it_with_the_longer_timeout() -> 
     assert nftsets.folded([(A, 900), (outer, 300), (B, 60)]) == ((outer, 900), (B, 60))
 
 
+def test_a_delegated_prefix_and_a_subnet_of_it_give_one_element_per_set() -> None:
+    """nft refuses overlapping elements in an interval set ("conflicting intervals"): the whole
+    transaction would fail, so a /56 on the WAN and its /64 on the LAN must become one element."""
+    delegated = IPv6Network("2001:db8:a::/56")
+    sets = nftsets.contents("prefixes", [LB], {delegated: 3600, A: 600})
+    assert sets["prefixes"] == ((delegated, 3600),)
+    assert sets["lb"] == ((IPv6Network("2001:db8:a:0:f000::/68"), 3600),)  # the same suffix in both
+
+
 networks = st.builds(
     lambda base, length: IPv6Network((IPv6Address(0x20010DB8 << 96 | base << 64), length), strict=False),
     st.integers(0, 255), st.integers(48, 64),
