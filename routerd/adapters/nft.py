@@ -118,7 +118,7 @@ class NftSink:
                     f" (a set of that name in table inet {self.cfg.table} is declared with another type "
                     "or flags: routerd's sets are `type ipv6_addr; flags interval, timeout`)"
                 )
-            return f"nft refused the transaction, the sets keep their previous elements: {error}"
+            return f"the sets were not written and keep their previous elements: {error}"
         self._log("nftables sets updated", sets)
         return None
 
@@ -136,7 +136,7 @@ class NftSink:
         self._loaded = {}  # the files changed: reload even if what follows fails
         error = run(["fw4", "-q", "reload-sets"], "")
         if error is not None:
-            return f"fw4 reload-sets failed, the sets keep their previous elements: {error}"
+            return f"the fw4 sets were not reloaded and keep their previous elements: {error}"
         self._loaded = files
         self._log("fw4 sets reloaded", sets)
         return None

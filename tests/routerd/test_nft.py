@@ -289,7 +289,7 @@ def test_fw4_mode_rewrites_the_loadfiles_then_reloads_the_sets(
         f"== {files}/dp_prefixes.txt", "# routerd: the elements of the fw4 set dp_prefixes; rewritten on every change, "
         "do not edit", "2001:db8:b::/64",
     ]  # fmt: skip
-    assert "fw4 reload-sets failed" in str(sink.delivery.last_error)
+    assert "the fw4 sets were not reloaded" in str(sink.delivery.last_error)
     assert "Error: the fake fw4 was told to fail" in str(sink.delivery.last_error)
     assert sink.delivery.problem(0.0, 300.0, 0.0) is None  # delivered after the failure
 
