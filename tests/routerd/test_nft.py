@@ -230,7 +230,7 @@ def test_nft_missing_is_reported_with_how_to_install_it(
         sink.delivery.last_error
     )
     problem = sink.delivery.problem(0.0, 300.0, 0.0)
-    assert problem is not None and problem.startswith("table inet dynamic_prefix: nft")
+    assert problem is not None and problem.startswith("table inet dynamic_prefix: the sets were not written")
 
 
 FAKE_FW4 = """#!/bin/sh
