@@ -36,6 +36,10 @@ from routerd.logs import kv
 LOG = logging.getLogger("routerd.nft")
 COMMAND_TIMEOUT = 30.0
 """Seconds an ``nft -f`` or ``fw4 reload-sets`` may take before it counts as failed."""
+INSTALL = {
+    "nft": "Debian/Ubuntu: apt install nftables; OpenWrt: apk add nftables or opkg install nftables",
+    "fw4": 'fw4 is OpenWrt\'s firewall4, 22.03 and later; elsewhere use [nftables] mode = "table"',
+}
 
 
 class NftSink:
@@ -155,10 +159,7 @@ def run(argv: list[str], stdin: str) -> str | None:
             argv, input=stdin, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False
         )
     except FileNotFoundError:
-        return (
-            f"{argv[0]} is not installed or not on PATH "
-            "(Debian/Ubuntu: apt install nftables; OpenWrt: apk/opkg install nftables, fw4 is firewall4)"
-        )
+        return f"{argv[0]} is not installed or not on PATH ({INSTALL.get(argv[0], 'install it')})"
     except subprocess.TimeoutExpired:
         return f"{' '.join(argv)} did not finish within {COMMAND_TIMEOUT:.0f} s"
     if done.returncode == 0:
