@@ -205,6 +205,64 @@ class ExecSection(_Section):
                 'for one write ["sh", "-c", "..."]'
             )
         return v
+NftName = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")]
+HOST_PART = 1 << 64
+"""Range suffixes fill at most the last 64 bits: routerd's prefixes are /64 or shorter."""
+
+
+class NftRangeSection(_Section):
+    """A range set: in every valid prefix, the addresses between two host suffixes (clusterd's ranges)."""
+
+    set: NftName = Field(description="The set's name; ranges naming the same set go into it together.")
+    start: IPv6Address = Field(description="First host suffix, e.g. ::f000:0:0:0.")
+    end: IPv6Address = Field(description="Last host suffix, e.g. ::ffff:ffff:ffff:ffff.")
+
+    @model_validator(mode="after")
+    def _suffixes(self) -> NftRangeSection:
+        for key in ("start", "end"):
+            if int(getattr(self, key)) >= HOST_PART:
+                raise ValueError(
+                    f"{key} {getattr(self, key)} sets bits above the last 64: a suffix fills only "
+                    "the host part, like ::f000:0:0:0"
+                )
+        if self.start > self.end:
+            raise ValueError(f"start {self.start} is after end {self.end}")
+        return self
+
+
+class NftablesSection(_Section):
+    """Keep nftables sets in step with the prefixes (docs/nftables.md)."""
+
+    mode: Literal["table", "fw4"] = Field(
+        "table",
+        description="table: routerd's own `table inet <table>`, one `nft -f` transaction per change; "
+        "fw4: OpenWrt's firewall4 sets, through loadfiles and `fw4 reload-sets`.",
+    )
+    table: NftName = Field(
+        "dynamic_prefix",
+        description="mode table: the inet table holding the sets (created if missing; routerd declares "
+        "and fills its sets and touches nothing else in it).",
+    )
+    prefix_set: NftName = Field("prefixes", description="The set of the current and still-valid prefixes.")
+    interfaces: tuple[IfName, ...] = Field(
+        (), description="Whose prefixes go into the sets (default: every watched interface)."
+    )
+    ranges: tuple[NftRangeSection, ...] = Field(
+        (), alias="range", description="Range sets ([[nftables.range]] tables)."
+    )
+    loadfile_dir: Path = Field(
+        Path("/var/run/routerd"),
+        description="mode fw4: routerd writes `<loadfile_dir>/<set>.txt`; name it in the set's `config ipset` "
+        "loadfile.",
+    )
+
+    @model_validator(mode="after")
+    def _distinct_sets(self) -> NftablesSection:
+        if any(r.set == self.prefix_set for r in self.ranges):
+            raise ValueError(
+                f"a range set is named {self.prefix_set!r} like prefix_set: give it its own name"
+            )
+        return self
 
 
 class Config(_Section):
@@ -236,6 +294,7 @@ class Config(_Section):
     mqtt: MQTTSection | None = Field(None, description="MQTT sink.")
     webhook: tuple[WebhookSection, ...] = Field((), description="Webhook sinks ([[webhook]] tables).")
     exec: tuple[ExecSection, ...] = Field((), description="Command hooks ([[exec]] tables).")
+    nftables: NftablesSection | None = Field(None, description="nftables sets that follow the prefixes.")
 
     @field_validator("interface")
     @classmethod
@@ -244,6 +303,19 @@ class Config(_Section):
         if len(set(names)) != len(names):
             raise ValueError("an interface is listed twice")
         return v
+
+    @model_validator(mode="after")
+    def _nft_interfaces_watched(self) -> Config:
+        watched = {i.name for i in self.interface}
+        unwatched = [
+            n for n in (self.nftables.interfaces if self.nftables else ()) if watched and n not in watched
+        ]
+        if unwatched:
+            raise ValueError(
+                f"nftables.interfaces names {', '.join(unwatched)}, which no [[interface]] watches: "
+                "its sets would stay empty; add the interface or remove the name"
+            )
+        return self
 
     @property
     def stdout_enabled(self) -> bool:

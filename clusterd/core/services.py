@@ -36,10 +36,10 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, IPv6Network, ip_address
 from typing import TypeVar
 
-from clusterd.core import ranges
 from clusterd.core.pools import NAME, RANGE, prefixes_in_use
 from clusterd.core.status import placed_ranges
 from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
+from routerd.core import ranges
 
 SERVICE_RANGE = "dynamic-prefix.io/service-address-range"
 HOST_SUFFIX = "dynamic-prefix.io/host-suffix"

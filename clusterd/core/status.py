@@ -16,7 +16,6 @@ from enum import Enum
 from ipaddress import IPv6Address, IPv6Network
 from typing import Literal
 
-from clusterd.core import ranges
 from clusterd.crd import (
     MAX_PRUNED,
     Condition,
@@ -27,6 +26,7 @@ from clusterd.crd import (
     SourceStatus,
     SubnetStatus,
 )
+from routerd.core import ranges
 from routerd.core.sequence import PLAUSIBLE_WALL_MS
 from routerd.core.tracker import GLOBAL_UNICAST, UNIQUE_LOCAL
 from routerd.core.wire import PrefixState, PrefixStatus

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clusterd.core import ranges
+from routerd.core import ranges
 
 P = IPv6Network("2001:db8:1234::/64")
 
