@@ -21,7 +21,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from routerd.config import ConfigError
+from routerd.settings import ConfigError
 
 TABLES = {"tracker", "publish", "stdout", "mqtt"}
 REPEATED = {"interface", "webhook"}

@@ -26,9 +26,9 @@ from clusterd.config import MQTTSection
 from clusterd.core.status import Report
 from clusterd.metrics import Metrics
 from routerd.adapters.mqtt import UNSUPPORTED_PROTOCOL, make_client
-from routerd.config import tls_context
 from routerd.core.wire import WireError, decode
 from routerd.logs import RateLimited, kv
+from routerd.settings import tls_context
 
 LOG = logging.getLogger("clusterd.mqtt")
 

@@ -26,9 +26,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from routerd.adapters.delivery import Delivery, explain
-from routerd.config import MQTTSection, tls_context
+from routerd.config import MQTTSection
 from routerd.core.wire import PrefixState
 from routerd.logs import RateLimited, kv
+from routerd.settings import tls_context
 
 LOG = logging.getLogger("routerd.mqtt")
 PAHO2 = hasattr(mqtt, "CallbackAPIVersion")
@@ -43,7 +44,7 @@ def make_client(
     client_id: str, *, v5: bool, username: str | None, password: str | None, tls: ssl.SSLContext | None
 ) -> mqtt.Client:
     """A paho client (1.6 or 2.x) with credentials and verified TLS (``tls``: from
-    :func:`routerd.config.tls_context`); clusterd's subscriber uses it too."""
+    :func:`routerd.settings.tls_context`); clusterd's subscriber uses it too."""
     proto = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
     if PAHO2:
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto)  # type: ignore[attr-defined,unused-ignore]
