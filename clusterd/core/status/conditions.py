@@ -67,6 +67,7 @@ def conditions(
     draft: Draft,
     placement: Placement,
     rejection: Rejection | None,
+    *,
     reported: bool,
     environment_problem: tuple[str, str] | None,
 ) -> list[Condition]:

@@ -40,7 +40,10 @@ def plan(
         draft = apply_report(draft, spec, status, report, now, policy)
     draft = advance_history(draft, spec, now)
     placement = place(spec, draft.current)
+    conds = conditions(status.conditions, now, generation, spec, draft, placement, verdict.rejection,
+                       reported=report is not None, environment_problem=environment_problem)  # fmt: skip
     history = list(draft.history.values())
+    fallback = draft.source is not None and draft.source.kind == SOURCE_RA
     new_status = DynamicPrefixStatus(
         current_prefix=str(draft.current) if draft.current is not None else None,
         prefix_source=draft.prefix_source,
@@ -50,21 +53,10 @@ def plan(
         history=history,
         pruned=list(draft.pruned[-MAX_PRUNED:]),
         source=draft.source,
-        routerd_source=routerd_record(status)
-        if draft.source is not None and draft.source.kind == SOURCE_RA
-        else None,
+        # While RAs supply the prefix, the last routerd message applied still orders routerd's next ones.
+        routerd_source=routerd_record(status) if fallback else None,
         observed_generation=generation,
-        conditions=conditions(
-            status.conditions,
-            now,
-            generation,
-            spec,
-            draft,
-            placement,
-            verdict.rejection,
-            report is not None,
-            environment_problem,
-        ),
+        conditions=conds,
     )
     deadlines = [t for h in history if h.state == "draining" and (t := parse_time(h.valid_until)) is not None]
     return Plan(
