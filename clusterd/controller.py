@@ -15,7 +15,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from ipaddress import IPv6Address
@@ -151,7 +150,6 @@ class Controller:
         """The IPv6 addresses every Service in the cluster holds or requests (clusterd chooses none of them)."""
         self._service_counted: dict[str, str] = {}
         """Service -> the DynamicPrefix whose ServicesSynced condition last counted it."""
-        self._writers = ThreadPoolExecutor(max_workers=16, thread_name_prefix="api-write")
         self._write_slots = asyncio.Semaphore(16)
 
     # -- inputs: watches -------------------------------------------------------------------------
@@ -539,7 +537,7 @@ class Controller:
     async def _write_status(self, obj: dict[str, Any], status: crd.DynamicPrefixStatus) -> dict[str, Any]:
         self._fence()
         try:
-            got = await asyncio.to_thread(self.kube.replace_status, obj, status.dump())
+            got = await self.kube.replace_status(obj, status.dump())
         except Gone:
             return obj
         self.metrics.api_writes.labels("status").inc()
@@ -555,7 +553,7 @@ class Controller:
         for e in events:
             LOG.info(e.message, extra=kv(**about, reason=e.reason))
             try:
-                await asyncio.to_thread(self.kube.event, ref, e.type, e.reason, e.message, COMPONENT)
+                await self.kube.event(ref, e.type, e.reason, e.message, COMPONENT)
             except Exception as err:  # an Event is worth a log line, not a failed reconcile
                 self._limited.warning("event-failed", f"could not record Event {e.reason}: {err}")
 
@@ -611,8 +609,8 @@ class Controller:
         self._fence()
         planned = pobj
         try:
-            pobj = await asyncio.to_thread(
-                self.kube.patch_list, self.cilium_versions[plural], plural, pobj, kind.field, w.entries,
+            pobj = await self.kube.patch_list(
+                self.cilium_versions[plural], plural, pobj, kind.field, w.entries,
                 {poolplan.MANAGED: poolplan.managed_annotation(w.managed)},
             )  # fmt: skip
         except Exception:
@@ -630,7 +628,7 @@ class Controller:
         self._pool_problems[key] = problem
         LOG.warning(f"{pobj['kind']} {key[1]}: {problem}")
         try:
-            await asyncio.to_thread(self.kube.event, Ref.of(pobj), "Warning", "NotSynced", problem, COMPONENT)
+            await self.kube.event(Ref.of(pobj), "Warning", "NotSynced", problem, COMPONENT)
         except Exception as err:
             self._limited.warning("event-failed", f"could not record an Event: {err}")
 
@@ -717,11 +715,8 @@ class Controller:
     async def _write_service(self, key: str, obj: dict[str, Any], p: svcplan.ServicePlan) -> None:
         async with self._write_slots:
             self._fence()
-            loop = asyncio.get_running_loop()
             try:
-                got = await loop.run_in_executor(
-                    self._writers, self.kube.patch_service_annotations, obj, p.annotations
-                )
+                got = await self.kube.patch_service_annotations(obj, p.annotations)
             except Gone:
                 return
             except Exception:
@@ -801,7 +796,7 @@ class Controller:
         results = await asyncio.gather(*writes, return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if any(isinstance(f, Conflict) for f in failures):
-            raise Conflict("a Service changed while it was being written")
+            raise Conflict(409, "Conflict", "a Service changed while it was being written")
         if failures:
             raise failures[0]
         ours = set(keys)

@@ -7,11 +7,17 @@ import contextlib
 import logging
 import signal
 
-from kubernetes import client as k8s
-
-from clusterd import crd
 from clusterd.adapters.health import HealthServer
-from clusterd.adapters.kube import CILIUM, Kube, Watcher, api_client
+from clusterd.adapters.kube import (
+    CILIUM,
+    CRDS,
+    DYNAMIC_PREFIXES,
+    SERVICES,
+    Kube,
+    Resource,
+    Watcher,
+    api_client,
+)
 from clusterd.adapters.leader import LeaderElector
 from clusterd.adapters.webhook import WebhookServer
 from clusterd.config import Config, read_secret
@@ -36,24 +42,14 @@ class Clusterd:
         self.webhook: WebhookServer | None = None
         self.health: HealthServer | None = None
 
-    def _watch(self, name: str, list_fn: object, args: tuple[object, ...], deliver: object) -> Watcher:
-        w = Watcher(name, api_client(self.cfg.kubeconfig), list_fn, args, deliver,  # type: ignore[arg-type]
-                    asyncio.get_running_loop())  # fmt: skip
-        w.start()
-        return w
-
     def _restart_pool_watchers(self) -> None:
         for w in self._pool_watchers:
             w.stop()
         self._pool_watchers = []
-        custom = k8s.CustomObjectsApi(api_client(self.cfg.kubeconfig))
         for plural, version in sorted(self.controller.cilium_versions.items()):
             self._pool_watchers.append(
-                self._watch(
-                    f"pools-{plural}",
-                    custom.list_cluster_custom_object,
-                    (CILIUM, version, plural),
-                    self.controller.on_pool(plural),
+                self.kube.watch(
+                    f"pools-{plural}", Resource(CILIUM, version, plural), self.controller.on_pool(plural)
                 )
             )
 
@@ -63,15 +59,9 @@ class Clusterd:
             loop.add_signal_handler(sig, self._stop.set)
         ctl = self.controller
         ctl._pool_watch_restart = self._restart_pool_watchers
-        custom = k8s.CustomObjectsApi(api_client(self.cfg.kubeconfig))
-        ext = k8s.ApiextensionsV1Api(api_client(self.cfg.kubeconfig))
-        self._watchers.append(self._watch("crds", ext.list_custom_resource_definition, (), ctl.on_crd))
-        self._watchers.append(self._watch("dynamicprefixes", custom.list_cluster_custom_object,
-                                          (crd.GROUP, crd.VERSION, crd.PLURAL), ctl.on_dp))  # fmt: skip
-        core = k8s.CoreV1Api(api_client(self.cfg.kubeconfig))
-        self._watchers.append(
-            self._watch("services", core.list_service_for_all_namespaces, (), ctl.on_service)
-        )
+        self._watchers.append(self.kube.watch("crds", CRDS, ctl.on_crd))
+        self._watchers.append(self.kube.watch("dynamicprefixes", DYNAMIC_PREFIXES, ctl.on_dp))
+        self._watchers.append(self.kube.watch("services", SERVICES, ctl.on_service))
         self._tasks.append(asyncio.create_task(ctl.run(), name="controller"))
         self.health = HealthServer(self.cfg.health_listen, ctl.ready, self.metrics, ctl.leading)
         await self.health.start()
@@ -103,6 +93,7 @@ class Clusterd:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.health.stop()
+        self.kube.close()
         return 0
 
     async def _start_receivers(self) -> list[object]:

@@ -1,9 +1,11 @@
 """The Kubernetes API adapter: typed calls clusterd makes, watches, and API errors as data.
 
-Blocking client calls run in threads (``asyncio.to_thread``) so the event loop
-never waits on the network. Every write carries the resourceVersion it was
-planned from: a concurrent change gets a 409 and the object is planned again
-from the fresh copy the watch delivers.
+Every call is a coroutine; the blocking client runs in this adapter's own
+thread pool so the event loop never waits on the network. Every write carries
+the resourceVersion it was planned from: a concurrent change gets a 409 and the
+object is planned again from the fresh copy the watch delivers. Failures come
+out as :class:`ApiError` (with the HTTP status) or :class:`Unreachable`, never
+as the client library's own exceptions.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -31,12 +34,43 @@ EVENTS_NAMESPACE = "default"
 """Events about cluster-scoped objects live here, as client-go's recorder puts them."""
 
 
-class Conflict(Exception):
+T = TypeVar("T")
+
+
+class ApiError(Exception):
+    """The API server answered a call with an error status (``status`` 0: no answer at all)."""
+
+    def __init__(self, status: int, reason: str, message: str = "") -> None:
+        super().__init__(f"{status} {reason}: {message}" if message else f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class Conflict(ApiError):
     """409: the object changed since it was read; plan again from the fresh copy."""
 
 
-class Gone(Exception):
+class Gone(ApiError):
     """404: the object (or its kind) does not exist."""
+
+
+class Unreachable(ApiError):
+    """No answer: the API server is down, unreachable, or the call timed out."""
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A kind of object, as its REST path names it (group "" is the core API)."""
+
+    group: str
+    version: str
+    plural: str
+
+
+DYNAMIC_PREFIXES = Resource(crd.GROUP, crd.VERSION, crd.PLURAL)
+SERVICES = Resource("", "v1", "services")
+CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 
 
 def api_client(kubeconfig: Path | None) -> k8s.ApiClient:
@@ -75,12 +109,27 @@ def _as_dict(obj: object) -> dict[str, Any]:
     return obj
 
 
-def _raise(e: k8s.ApiException) -> None:
-    if e.status == 409:
-        raise Conflict(str(e.reason)) from None
-    if e.status == 404:
-        raise Gone(str(e.reason)) from None
-    raise e
+def _message(e: k8s.ApiException) -> str:
+    """The ``Status`` message the API server sent (what was refused and why), if any."""
+    try:
+        return str(json.loads(e.body or "{}").get("message", ""))
+    except (ValueError, AttributeError):
+        return ""
+
+
+def _api_error(e: BaseException) -> ApiError:
+    if isinstance(e, ApiError):
+        return e
+    if isinstance(e, k8s.ApiException):
+        status, reason, message = int(e.status or 0), str(e.reason), _message(e)
+        if status == 409:
+            return Conflict(status, reason, message)
+        if status == 404:
+            return Gone(status, reason, message)
+        if status == 0:
+            return Unreachable(0, reason, message)
+        return ApiError(status, reason, message)
+    return Unreachable(0, type(e).__name__, str(e))
 
 
 @dataclass(frozen=True)
@@ -107,31 +156,66 @@ class Ref:
 
 
 class Kube:
-    """The calls clusterd makes (all blocking; call them through ``asyncio.to_thread``)."""
+    """The calls clusterd makes, as coroutines."""
 
     def __init__(self, api: k8s.ApiClient) -> None:
         self.api = api
+        # Sixteen calls in flight: a renumbering writes hundreds of Services, and the
+        # default executor has only a few threads on a small node.
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="kube")
+        # The Lease has its own thread: a renewal never queues behind a renumbering's writes.
+        self._lease_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kube-lease")
         self.custom = k8s.CustomObjectsApi(api)
         self.core = k8s.CoreV1Api(api)
         self.coordination = k8s.CoordinationV1Api(api)
         self.writes = 0
         """API writes made (benchmarks and tests count them)."""
 
+    async def _call(self, fn: Callable[..., T], *args: Any, _pool: ThreadPoolExecutor | None = None,
+                    **kwargs: Any) -> T:  # fmt: skip
+        def call() -> T:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:  # the client's exceptions, urllib3's, OSError: all become ours
+                raise _api_error(e) from None
+
+        return await asyncio.get_running_loop().run_in_executor(_pool or self._pool, call)
+
+    def watch(self, name: str, resource: Resource, deliver: Callable[[str, Any], None]) -> Watcher:
+        """List and watch ``resource`` on its own connection; ``deliver`` runs on this event loop."""
+        api = k8s.ApiClient(self.api.configuration)
+        list_fn: Callable[..., Any]
+        args: tuple[str, ...] = ()
+        if resource == SERVICES:
+            list_fn = k8s.CoreV1Api(api).list_service_for_all_namespaces
+        elif resource == CRDS:
+            list_fn = k8s.ApiextensionsV1Api(api).list_custom_resource_definition
+        else:
+            list_fn = k8s.CustomObjectsApi(api).list_cluster_custom_object
+            args = (resource.group, resource.version, resource.plural)
+        w = Watcher(name, api, list_fn, args, deliver, asyncio.get_running_loop())
+        w.start()
+        return w
+
+    def close(self) -> None:
+        for pool in (self._pool, self._lease_pool):
+            pool.shutdown(wait=False, cancel_futures=True)
+
     # -- DynamicPrefix ---------------------------------------------------------------------
 
-    def replace_status(self, obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    async def replace_status(self, obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        return await self._call(self._replace_status, obj, status)
+
+    def _replace_status(self, obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
         body = {**obj, "status": status}
-        try:
-            got = self.custom.replace_cluster_custom_object_status(crd.GROUP, crd.VERSION, crd.PLURAL,
-                                                                  obj["metadata"]["name"], body)  # fmt: skip
-        except k8s.ApiException as e:
-            _raise(e)
+        got = self.custom.replace_cluster_custom_object_status(crd.GROUP, crd.VERSION, crd.PLURAL,
+                                                              obj["metadata"]["name"], body)  # fmt: skip
         self.writes += 1
         return _as_dict(_trim(got))
 
     # -- pools and CIDR groups ---------------------------------------------------------------
 
-    def patch_list(
+    async def patch_list(
         self,
         version: str,
         plural: str,
@@ -141,36 +225,47 @@ class Kube:
         annotations: dict[str, str | None],
     ) -> dict[str, Any]:
         """Set ``spec.<field>`` and annotations, if the object is still at the version we planned from."""
+        return await self._call(self._patch_list, version, plural, obj, field, entries, annotations)
+
+    def _patch_list(
+        self,
+        version: str,
+        plural: str,
+        obj: dict[str, Any],
+        field: str,
+        entries: list[Any],
+        annotations: dict[str, str | None],
+    ) -> dict[str, Any]:
         body = {
             "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"], "annotations": annotations},
             "spec": {field: entries},
         }
-        try:
-            got = self.custom.patch_cluster_custom_object(
-                CILIUM, version, plural, obj["metadata"]["name"], body
-            )
-        except k8s.ApiException as e:
-            _raise(e)
+        got = self.custom.patch_cluster_custom_object(CILIUM, version, plural, obj["metadata"]["name"], body)
         self.writes += 1
         return _as_dict(_trim(got))
 
     # -- Services (HA mode) ---------------------------------------------------------------------
 
-    def patch_service_annotations(
+    async def patch_service_annotations(
+        self, obj: dict[str, Any], annotations: dict[str, str | None]
+    ) -> dict[str, Any]:
+        return await self._call(self._patch_service_annotations, obj, annotations)
+
+    def _patch_service_annotations(
         self, obj: dict[str, Any], annotations: dict[str, str | None]
     ) -> dict[str, Any]:
         m = obj["metadata"]
         body = {"metadata": {"resourceVersion": m["resourceVersion"], "annotations": annotations}}
-        try:
-            got = self.core.patch_namespaced_service(m["name"], m["namespace"], body, _preload_content=False)
-        except k8s.ApiException as e:
-            _raise(e)
+        got = self.core.patch_namespaced_service(m["name"], m["namespace"], body, _preload_content=False)
         self.writes += 1
         return _as_dict(_trim(_raw(got)))
 
     # -- Events ------------------------------------------------------------------------------
 
-    def event(self, ref: Ref, type_: str, reason: str, message: str, component: str) -> None:
+    async def event(self, ref: Ref, type_: str, reason: str, message: str, component: str) -> None:
+        await self._call(self._event, ref, type_, reason, message, component)
+
+    def _event(self, ref: Ref, type_: str, reason: str, message: str, component: str) -> None:
         now = datetime.now(UTC)
         ns = ref.namespace or EVENTS_NAMESPACE
         ev = k8s.CoreV1Event(
@@ -196,26 +291,25 @@ class Kube:
 
     # -- Lease ------------------------------------------------------------------------------
 
-    def get_lease(self, namespace: str, name: str, timeout: float) -> k8s.V1Lease | None:
+    async def get_lease(self, namespace: str, name: str, deadline: float) -> k8s.V1Lease | None:
         try:
-            return self.coordination.read_namespaced_lease(name, namespace, _request_timeout=timeout)
-        except k8s.ApiException as e:
-            if e.status == 404:
-                return None
-            raise
+            return await self._call(
+                self.coordination.read_namespaced_lease, name, namespace, _request_timeout=deadline,
+                _pool=self._lease_pool,
+            )  # fmt: skip
+        except Gone:
+            return None
 
-    def write_lease(self, namespace: str, lease: k8s.V1Lease, create: bool, timeout: float) -> k8s.V1Lease:
-        try:
-            if create:
-                return self.coordination.create_namespaced_lease(namespace, lease, _request_timeout=timeout)
-            assert lease.metadata is not None
-            assert lease.metadata.name is not None
-            return self.coordination.replace_namespaced_lease(
-                lease.metadata.name, namespace, lease, _request_timeout=timeout
-            )
-        except k8s.ApiException as e:
-            _raise(e)
-            raise
+    async def write_lease(
+        self, namespace: str, lease: k8s.V1Lease, create: bool, deadline: float
+    ) -> k8s.V1Lease:
+        if create:
+            return await self._call(self.coordination.create_namespaced_lease, namespace, lease,
+                                    _request_timeout=deadline, _pool=self._lease_pool)  # fmt: skip
+        assert lease.metadata is not None
+        assert lease.metadata.name is not None
+        return await self._call(self.coordination.replace_namespaced_lease, lease.metadata.name, namespace,
+                                lease, _request_timeout=deadline, _pool=self._lease_pool)  # fmt: skip
 
 
 class Watcher:

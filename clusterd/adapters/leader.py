@@ -94,7 +94,7 @@ class LeaderElector:
     async def _attempt(self) -> float:
         """One look at the Lease, and the write the core asks for; seconds until the next look."""
         timeout = self.timing.renew_deadline
-        current = await asyncio.to_thread(self.kube.get_lease, self.namespace, self.name, timeout)
+        current = await self.kube.get_lease(self.namespace, self.name, timeout)
         # Observed after the answer arrived: a follower never dates a renewal earlier than the
         # leader sent it.
         d = decide(
@@ -103,8 +103,8 @@ class LeaderElector:
         self.seen = d.seen
         if d.write is not None:
             sent = time.monotonic()  # the leader counts its deadline from before the write
-            got = await asyncio.to_thread(
-                self.kube.write_lease, self.namespace, self._lease(d.write, current), current is None, timeout
+            got = await self.kube.write_lease(
+                self.namespace, self._lease(d.write, current), current is None, timeout
             )
             self.seen = written(_record(got), sent)
         return d.retry_in
@@ -129,12 +129,10 @@ class LeaderElector:
         self._update()  # stop acting as the leader before anyone else can start
         try:
             timeout = self.timing.renew_deadline
-            current = await asyncio.to_thread(self.kube.get_lease, self.namespace, self.name, timeout)
+            current = await self.kube.get_lease(self.namespace, self.name, timeout)
             rec = _record(current)
             freed = release(rec, self.identity) if rec is not None else None
             if freed is not None:
-                await asyncio.to_thread(
-                    self.kube.write_lease, self.namespace, self._lease(freed, current), False, timeout
-                )
+                await self.kube.write_lease(self.namespace, self._lease(freed, current), False, timeout)
         except Exception as e:
             LOG.warning(f"could not release the Lease: {e}")
