@@ -7,31 +7,27 @@ The reference (docs/configuration.md) is generated from these models.
 
 from __future__ import annotations
 
-import os
 import socket
-import ssl
 import tomllib
 from ipaddress import IPv6Address
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from routerd.core.emitter import EmitPolicy
 from routerd.core.tracker import TrackerConfig
+from routerd.settings import ConfigError, one_source, read_secret, validated
+
+__all__ = ["Config", "ConfigError", "load", "parse", "read_secret"]
 
 DEFAULT_PATH = Path("/etc/routerd/routerd.toml")
-ModelT = TypeVar("ModelT", bound=BaseModel)
 
 IfName = Annotated[str, Field(min_length=1, max_length=15, pattern=r"^[^/\s]+$")]
 CredentialName = Annotated[
     str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.@-]*$")
 ]
 """A file name in systemd's $CREDENTIALS_DIRECTORY (LoadCredential=<name>:<file>)."""
-
-
-class ConfigError(ValueError):
-    """The configuration cannot be used; the message names each bad key and what to do."""
 
 
 class _Section(BaseModel):
@@ -129,8 +125,8 @@ class MQTTSection(_Section):
 
     @model_validator(mode="after")
     def _one_password_source(self) -> MQTTSection:
-        if sum(x is not None for x in (self.password_file, self.password_env, self.password_credential)) > 1:
-            raise ValueError("set at most one of password_file, password_env or password_credential")
+        one_source({"password_file": self.password_file, "password_env": self.password_env,
+                    "password_credential": self.password_credential}, "MQTT password", required=False)  # fmt: skip
         return self
 
     def password(self) -> str | None:
@@ -168,8 +164,8 @@ class WebhookSection(_Section):
 
     @model_validator(mode="after")
     def _one_secret(self) -> WebhookSection:
-        if sum(x is not None for x in (self.secret_file, self.secret_env, self.secret_credential)) != 1:
-            raise ValueError("set exactly one of secret_file, secret_env or secret_credential (the HMAC key)")
+        one_source({"secret_file": self.secret_file, "secret_env": self.secret_env,
+                    "secret_credential": self.secret_credential}, "HMAC key", required=True)  # fmt: skip
         if self.url.startswith("http://") and not self.allow_insecure:
             raise ValueError(
                 "plain http:// sends the prefix state unencrypted (signed, but anyone on the path reads it): "
@@ -324,28 +320,6 @@ class Config(_Section):
         return self.mqtt is None and not self.webhook
 
 
-def validated(model: type[ModelT], doc: dict[str, Any], origin: str) -> ModelT:
-    """``model`` from ``doc``, or a :class:`ConfigError` listing every problem (shared with clusterd)."""
-    try:
-        return model.model_validate(doc)
-    except ValidationError as e:
-        raise ConfigError(f"{origin} is invalid:\n{describe(e)}") from None
-
-
-def describe(e: ValidationError) -> str:
-    """One line per problem: the dotted key, then what is wrong."""
-    lines = []
-    for err in e.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (a typo? see docs/configuration.md for the keys)"
-        elif err["type"] == "missing":
-            msg = "required key is missing"
-        lines.append(f"  {key}: {msg}")
-    return "\n".join(lines)
-
-
 def parse(doc: dict[str, Any], origin: str = "configuration") -> Config:
     """Validate a parsed TOML document."""
     return validated(Config, doc, origin)
@@ -386,49 +360,3 @@ def _looks_like_uci(text: str) -> bool:
         if words:
             return words[0] in ("config", "option", "list")
     return False
-
-
-def read_secret(file: Path | None, env: str | None, what: str, *, credential: str | None = None) -> str:
-    """A secret from a file, an environment variable or a systemd credential; never logged."""
-    if credential is not None:
-        creds = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not creds:
-            raise ConfigError(
-                f"the {what} is the systemd credential {credential}, but $CREDENTIALS_DIRECTORY is not set: "
-                f"systemd sets it for a unit with LoadCredential={credential}:<file>; outside systemd "
-                f"point CREDENTIALS_DIRECTORY at the directory holding {credential}"
-            )
-        file = Path(creds) / credential
-        if not file.exists():
-            raise ConfigError(
-                f"the {what}: credential {credential} is not in {creds}; "
-                f"add LoadCredential={credential}:<file> to the unit"
-            )
-    if file is not None:
-        try:
-            value = file.read_text().strip()
-        except OSError as e:
-            raise ConfigError(f"cannot read the {what} from {file}: {e.strerror}") from None
-        if not value:
-            raise ConfigError(f"{file} is empty; put the {what} in it")
-        return value
-    if env is not None:
-        value = os.environ.get(env, "")
-        if not value:
-            raise ConfigError(f"environment variable {env} is not set; export the {what} in it")
-        return value
-    raise ConfigError(f"no {what} configured")
-
-
-def tls_context(ca_file: Path | None, key: str) -> ssl.SSLContext:
-    """A verifying client context with ``ca_file`` (or the system CAs); ``key`` names the setting."""
-    try:
-        return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    except ssl.SSLError as e:  # before OSError, its base class
-        raise ConfigError(f"{key}: {ca_file} is not a PEM CA bundle ({e.reason})") from None
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{key}: {ca_file} does not exist; name the CA that signed the server's certificate"
-        ) from None
-    except OSError as e:
-        raise ConfigError(f"{key}: cannot read {ca_file}: {e.strerror}") from None

@@ -27,7 +27,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from routerd.config import ConfigError
+from routerd.settings import ConfigError
 
 TABLES = {"tracker", "publish", "stdout", "mqtt", "nftables"}
 REPEATED = {"interface", "webhook", "exec"}

@@ -1,4 +1,4 @@
-"""Range arithmetic (clusterd/core/ranges.py): exact CIDR sets, placement, subnets, offsets."""
+"""Range arithmetic (routerd/core/ranges.py): exact CIDR sets, placement, subnets, offsets."""
 
 from __future__ import annotations
 
