@@ -201,6 +201,8 @@ class ExecSection(_Section):
                 'for one write ["sh", "-c", "..."]'
             )
         return v
+
+
 NftName = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")]
 HOST_PART = 1 << 64
 """Range suffixes fill at most the last 64 bits: routerd's prefixes are /64 or shorter."""

@@ -24,7 +24,6 @@ import asyncio
 import json
 import logging
 import re
-import ssl
 import sys
 import threading
 from typing import Any

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
 
-from routerd.core import ranges
 from clusterd.crd import DynamicPrefixSpec, RangeStatus, SubnetStatus
+from routerd.core import ranges
 
 
 @dataclass(frozen=True)
