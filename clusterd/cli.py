@@ -81,15 +81,14 @@ def main(argv: list[str] | None = None) -> int:
 def _run(cfg: Config) -> int:
     """The controller, with its imports' and the cluster credentials' failures as one line each."""
     try:
-        from kubernetes.config import ConfigException
-
+        from clusterd.adapters.kubeconfig import NoCredentials
         from clusterd.daemon import run as run_daemon
     except ModuleNotFoundError as e:
         print(f"clusterd: the Python module {e.name} is missing: {INSTALL_HINT}", file=sys.stderr)
         return 1
     try:
         return run_daemon(cfg)
-    except ConfigException as e:
+    except NoCredentials as e:
         print(
             f"clusterd: no Kubernetes credentials ({e}): outside a pod, set kubeconfig: in the configuration "
             "or KUBECONFIG (default ~/.kube/config)",

@@ -6,25 +6,20 @@ import asyncio
 import contextlib
 import logging
 import signal
+from typing import TYPE_CHECKING
 
+from clusterd.adapters import kubeconfig
 from clusterd.adapters.health import HealthServer
-from clusterd.adapters.kube import (
-    CILIUM,
-    CRDS,
-    DYNAMIC_PREFIXES,
-    SERVICES,
-    Kube,
-    Resource,
-    Watcher,
-    api_client,
-)
+from clusterd.adapters.kube import CILIUM, CRDS, DYNAMIC_PREFIXES, SERVICES, Kube, Resource, Watcher
 from clusterd.adapters.leader import LeaderElector
-from clusterd.adapters.webhook import WebhookServer
 from clusterd.config import Config, read_secret
 from clusterd.controller import Controller
 from clusterd.core.lease import Timing
 from clusterd.metrics import Metrics
 from routerd.logs import kv
+
+if TYPE_CHECKING:
+    from clusterd.adapters.webhook import WebhookServer
 
 LOG = logging.getLogger("clusterd")
 
@@ -33,7 +28,7 @@ class Clusterd:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.metrics = Metrics()
-        self.kube = Kube(api_client(cfg.kubeconfig))
+        self.kube = Kube(kubeconfig.load(cfg.kubeconfig), cfg.api_timeout, cfg.identity)
         self.controller = Controller(self.kube, cfg, self.metrics)
         self._watchers: list[Watcher] = []
         self._pool_watchers: list[Watcher] = []
@@ -59,6 +54,9 @@ class Clusterd:
             loop.add_signal_handler(sig, self._stop.set)
         ctl = self.controller
         ctl._pool_watch_restart = self._restart_pool_watchers
+        # The receivers first: the RA listener sends its Router Solicitation the moment the
+        # DynamicPrefix list names an interface, and the answer is usually the first prefix.
+        receivers = await self._start_receivers()
         self._watchers.append(self.kube.watch("crds", CRDS, ctl.on_crd))
         self._watchers.append(self.kube.watch("dynamicprefixes", DYNAMIC_PREFIXES, ctl.on_dp))
         self._watchers.append(self.kube.watch("services", SERVICES, ctl.on_service))
@@ -75,7 +73,6 @@ class Clusterd:
             self._tasks.append(election)
         else:
             self.metrics.leader.set(1)
-        receivers = await self._start_receivers()
         LOG.info(
             "clusterd running", extra=kv(identity=self.cfg.identity, leader_election=elector is not None)
         )
@@ -111,6 +108,8 @@ class Clusterd:
             await mqtt.start()
             started.append(mqtt)
         if cfg.webhook is not None:
+            from clusterd.adapters.webhook import WebhookServer  # aiohttp: only with a webhook
+
             w = cfg.webhook
             secrets = [read_secret(f, None, "webhook secret").encode() for f in w.secret_files]
             if w.secret_env:

@@ -310,7 +310,9 @@ def test_webhook_refuses_bad_input_with_4xx_and_writes_nothing(
     got, text = attempt(good, headers)
     assert got == 409 and "replayed" in text
     rv = get_dp(cluster)["metadata"]["resourceVersion"]
-    got, text = attempt(good, sign(WEBHOOK_SECRET, good, now + 1))  # routerd retrying after a lost answer
+    # routerd retrying after a lost answer: a later timestamp than the first signature's
+    retry_ts = int(headers["X-Dynamic-Prefix-Timestamp"]) + 1
+    got, text = attempt(good, sign(WEBHOOK_SECRET, good, retry_ts))
     assert got == 200 and "applied to home" in text, f"the same message signed again is a retry: {text}"
     assert get_dp(cluster)["metadata"]["resourceVersion"] == rv, "a retry wrote something"
     older = state("edge", "br-lan", 9, prefix(B))
