@@ -1,9 +1,12 @@
-"""clusterd benchmarks: RA on the wire -> DynamicPrefix status and pool blocks, and footprint.
+"""clusterd benchmarks: RA on the wire -> DynamicPrefix status and pool blocks, start-up, and footprint.
 
 Real everything: an RA injected on the router side of a lab, routerd,
 Mosquitto (or the webhook), clusterd, kube-apiserver. Latency runs from just
 before the RA is sent (one ``sendto`` on a socket opened beforehand) to the
-moment a watch in this process sees the object change. Reports numbers; asserts nothing.
+moment a watch in this process sees the object change. Start-up runs from
+just before clusterd's process is started (RA fallback, radvd already
+advertising) to the moment the watch sees the pool's ``spec.blocks`` hold the
+prefix. Reports numbers; asserts nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import shutil
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -25,7 +29,7 @@ from tests.ground import crds
 from tests.ground.apiserver import KubeAPI, apply_crds, load_yaml_docs, start_session_apiserver
 from tests.ground.clusterd_proc import Clusterd
 from tests.ground.mosquitto import Mosquitto
-from tests.ground.netlab import Lab
+from tests.ground.netlab import AdvPrefix, Lab
 from tests.ground.routerd_proc import Routerd, routerd_toml
 from tests.ground.waiting import wait_until
 
@@ -110,6 +114,7 @@ def pipeline(
         cd.wait_ready()
         time.sleep(1.0)
         out["clusterd_rss_idle_mb"] = rss_mb(cd.proc.pid)
+        out["clusterd_private_idle_mb"] = rss_mb(cd.proc.pid, "RssAnon")
         out["clusterd_idle"] = {"seconds": idle_seconds,
                                 "cpu_percent": cpu_percent_over(cd.proc.pid, idle_seconds)}  # fmt: skip
         if broker is not None:
@@ -156,12 +161,71 @@ def pipeline(
     return out
 
 
-def run(work: Path, changes: int = 60, idle_seconds: float = 60.0) -> dict[str, Any]:
+def ra_start(work: Path, kube: KubeAPI, starts: int, settle_seconds: float = 3.0) -> dict[str, Any]:
+    """clusterd alone with its RA fallback, started ``starts`` times: start -> first pool write, idle memory.
+
+    radvd advertises A every 60-90 s (so the answer to clusterd's Router
+    Solicitation, sent after a random delay of up to 0.5 s as RFC 4861 §6.2.6
+    asks, is almost always what arrives first); each start gets a fresh
+    DynamicPrefix and pool, and the pool is watched from before the start.
+    """
+    api = kube.admin()
+    custom = k8s.CustomObjectsApi(api)
+    lab = Lab(work / "lab-ra").create()
+    prefix_a = "2001:db8:a::/64"
+    want = {"start": "2001:db8:a:0:f000::", "stop": "2001:db8:a:0:ffff:ffff:ffff:ffff"}
+    first: list[float] = []
+    rss: list[float] = []
+    private: list[float] = []
+    try:
+        lab.forward(kube.port)  # clusterd runs in the lab's host namespace, the API server in the root one
+        lab.start_radvd([AdvPrefix(prefix_a, valid=3600, preferred=1800)], interval=(60, 90))
+        time.sleep(1.0)
+        for i in range(starts):
+            name = f"ra-start-{i}"
+            custom.create_cluster_custom_object("dynamic-prefix.io", "v1alpha1", "dynamicprefixes", {
+                "apiVersion": "dynamic-prefix.io/v1alpha1", "kind": "DynamicPrefix", "metadata": {"name": name},
+                "spec": {"acquisition": {"routerAdvertisement": {"interface": lab.host_if, "enabled": True}},
+                         "addressRanges": [{"name": "lb", "start": "::f000:0:0:0", "end": "::ffff:ffff:ffff:ffff"}]},
+            })  # fmt: skip
+            custom.create_cluster_custom_object("cilium.io", "v2", "ciliumloadbalancerippools", {
+                "apiVersion": "cilium.io/v2", "kind": "CiliumLoadBalancerIPPool",
+                "metadata": {"name": name, "annotations": {"dynamic-prefix.io/name": name,
+                                                           "dynamic-prefix.io/address-range": "lb"}},
+                "spec": {"blocks": [{"cidr": "192.0.2.0/24"}]},
+            })  # fmt: skip
+            obs = Observer(api, "cilium.io", "v2", "ciliumloadbalancerippools", name)
+            time.sleep(0.5)  # the observer's watch is open before clusterd starts
+            cd = Clusterd(kube, work / f"clusterd-ra-{i}", webhook=False, netns=lab.host, identity=name,
+                          extra={"raFallback": True})  # fmt: skip
+            try:
+                at = obs.first(lambda o: want in o["spec"]["blocks"], cd.started_at, timeout=30)
+                first.append(at - cd.started_at)
+                time.sleep(settle_seconds)
+                rss.append(rss_mb(cd.proc.pid))
+                private.append(rss_mb(cd.proc.pid, "RssAnon"))
+            finally:
+                obs.stop()
+                cd.stop()
+            custom.delete_cluster_custom_object("dynamic-prefix.io", "v1alpha1", "dynamicprefixes", name)
+    finally:
+        lab.destroy()
+    return {
+        "start_to_first_pool_write": summary_ms(first),
+        "start_to_first_pool_write_each_ms": [round(s * 1000) for s in first],
+        "rss_idle_mb": statistics.median(rss),
+        "private_idle_mb": statistics.median(private),
+    }
+
+
+def run(work: Path, changes: int = 60, idle_seconds: float = 60.0, starts: int = 10) -> dict[str, Any]:
     kube = setup_kube(work)
     try:
-        return {
+        out = {
             transport: pipeline(work, kube, transport, changes, idle_seconds)
             for transport in ("mqtt", "webhook")
         }
+        out["ra_start"] = ra_start(work, kube, starts)
+        return out
     finally:
         kube.stop()

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from tests.clusterd.test_clusterd import A, V4, block, create_dp, create_pool, get_pool
+from tests.clusterd.test_clusterd import V4, A, block, create_dp, create_pool, get_pool
 from tests.ground.apiserver import KubeAPI
 from tests.ground.clusterd_proc import WEBHOOK_SECRET
 from tests.ground.messages import post_state, prefix, state
@@ -106,7 +106,9 @@ def test_a_silently_dead_connection_is_noticed_and_clusterd_carries_on(
         cd = clusterd_factory(extra={"kubeconfig": str(kubeconfig), "apiTimeout": api_timeout})
         cd.wait_ready()
         assert post_state(cd.webhook_url, WEBHOOK_SECRET, state("edge", "br-lan", 1, prefix(A)))[0] == 200
-        wait_until(lambda: get_pool(cluster, "lb-pool")["spec"]["blocks"] == [V4, block(A)], what="A in lb-pool")
+        wait_until(
+            lambda: get_pool(cluster, "lb-pool")["spec"]["blocks"] == [V4, block(A)], what="A in lb-pool"
+        )
         assert relay.freeze() >= 4  # the watches (CRDs, DynamicPrefixes, Services, pools) at least
         frozen_at = time.monotonic()
         # Only the pool watch can bring this pool: it must be noticed dead and started again.
@@ -128,14 +130,14 @@ def test_a_repeated_event_is_one_event_whose_series_counts_the_repeats(cluster: 
 
     uid = str(uuid.uuid4())
     ref = Ref("dynamic-prefix.io/v1alpha1", "DynamicPrefix", "flapping", None, uid)
-    n = 5
+    n, who = 5, "dynamic-prefix-clusterd"
 
     async def record() -> None:
         kube = Kube(cluster.admin())
         try:
             for _ in range(n):
-                await kube.event(ref, "Warning", "NotSynced", "lb-pool: no range named lb", "dynamic-prefix-clusterd")
-            await kube.event(ref, "Normal", "PrefixChanged", "current prefix 2001:db8:a::/64", "dynamic-prefix-clusterd")
+                await kube.event(ref, "Warning", "NotSynced", "lb-pool: no range named lb", who)
+            await kube.event(ref, "Normal", "PrefixChanged", "current prefix 2001:db8:a::/64", who)
         finally:
             kube.close()
 
