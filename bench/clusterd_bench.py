@@ -23,7 +23,7 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes import watch
 
-from bench.common import cpu_percent_over, rss_mb, summary_ms
+from bench.common import cpu_percent_over, cpu_seconds, rss_mb, summary_ms
 from bench.routerd_bench import B, flip
 from tests.ground import crds
 from tests.ground.apiserver import KubeAPI, apply_crds, load_yaml_docs, start_session_apiserver
@@ -175,6 +175,7 @@ def ra_start(work: Path, kube: KubeAPI, starts: int, settle_seconds: float = 3.0
     prefix_a = "2001:db8:a::/64"
     want = {"start": "2001:db8:a:0:f000::", "stop": "2001:db8:a:0:ffff:ffff:ffff:ffff"}
     first: list[float] = []
+    cpu: list[float] = []
     rss: list[float] = []
     private: list[float] = []
     try:
@@ -201,6 +202,7 @@ def ra_start(work: Path, kube: KubeAPI, starts: int, settle_seconds: float = 3.0
             try:
                 at = obs.first(lambda o: want in o["spec"]["blocks"], cd.started_at, timeout=30)
                 first.append(at - cd.started_at)
+                cpu.append(cpu_seconds(cd.proc.pid))  # a little after: the write's answer is in
                 time.sleep(settle_seconds)
                 rss.append(rss_mb(cd.proc.pid))
                 private.append(rss_mb(cd.proc.pid, "RssAnon"))
@@ -213,6 +215,7 @@ def ra_start(work: Path, kube: KubeAPI, starts: int, settle_seconds: float = 3.0
     return {
         "start_to_first_pool_write": summary_ms(first),
         "start_to_first_pool_write_each_ms": [round(s * 1000) for s in first],
+        "cpu_to_first_pool_write_ms": summary_ms(cpu),
         "rss_idle_mb": statistics.median(rss),
         "private_idle_mb": statistics.median(private),
     }

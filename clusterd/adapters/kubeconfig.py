@@ -46,14 +46,15 @@ class Credentials:
 class FileToken:
     """A bearer token read from a file, again at most once per ``TOKEN_PERIOD`` (rotation)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = path
+        self.clock = clock
         self._value = ""
-        self._read_at = -TOKEN_PERIOD
+        self._read_at: float | None = None
 
     def __call__(self) -> str | None:
-        now = time.monotonic()
-        if now - self._read_at >= TOKEN_PERIOD:
+        now = self.clock()
+        if self._read_at is None or now - self._read_at >= TOKEN_PERIOD:
             try:
                 self._value = self.path.read_text().strip()
                 self._read_at = now
@@ -84,13 +85,14 @@ def _load_chain(ctx: ssl.SSLContext, cert: str | None, key: str | None, cert_dat
         ctx.load_cert_chain(cert, key)
 
 
-def in_cluster() -> Credentials | None:
+def in_cluster(account: Path = SERVICE_ACCOUNT, clock: Callable[[], float] = time.monotonic) -> Credentials | None:
+    """A pod's service account: the API server's Service address, its CA, the (rotated) token."""
     host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
-    token = SERVICE_ACCOUNT / "token"
+    token = account / "token"
     if not host or not port or not token.exists():
         return None
     url = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
-    return Credentials(url, _context(str(SERVICE_ACCOUNT / "ca.crt"), None, True), None, FileToken(token))
+    return Credentials(url, _context(str(account / "ca.crt"), None, True), None, FileToken(token, clock))
 
 
 def from_configuration(cfg: Any) -> Credentials:

@@ -153,3 +153,48 @@ def test_a_repeated_event_is_one_event_whose_series_counts_the_repeats(cluster: 
     # The core/v1 view (what kubectl describe and the other tests read) shows the same one Event.
     core = k8s.CoreV1Api(api).list_namespaced_event("default").items
     assert sorted(e.reason for e in core if e.involved_object.uid == uid) == ["NotSynced", "PrefixChanged"]
+
+
+def test_in_cluster_credentials_verify_the_server_and_follow_a_rotated_token(
+    cluster: KubeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pod's token file is re-read once a minute (the kubelet rotates it); the CA is checked."""
+    import asyncio
+
+    import trustme
+
+    from clusterd.adapters import kubeconfig
+    from clusterd.adapters.kube import ApiError, Kube, Unreachable
+
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "ca.crt").write_bytes(cluster.ca_file.read_bytes())
+    (account / "token").write_text(cluster.service_account_token("dynamic-prefix", "rotating"))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(cluster.port))
+    now = [0.0]
+
+    async def status_of_a_read(creds: kubeconfig.Credentials) -> int | str:
+        kube = Kube(creds)
+        try:
+            await kube.get_lease("dynamic-prefix", "any", 10)
+            return 200
+        except Unreachable as e:
+            return str(e)
+        except ApiError as e:
+            return e.status
+        finally:
+            kube.close()
+
+    creds = kubeconfig.in_cluster(account, clock=lambda: now[0])
+    assert creds is not None
+    assert asyncio.run(status_of_a_read(creds)) == 403  # authenticated as the account, which may read no Lease
+    (account / "token").write_text("rotated-but-not-valid")
+    now[0] = kubeconfig.TOKEN_PERIOD - 1
+    assert asyncio.run(status_of_a_read(creds)) == 403  # not re-read within the period
+    now[0] = kubeconfig.TOKEN_PERIOD
+    assert asyncio.run(status_of_a_read(creds)) == 401  # re-read: the new (invalid) token is sent
+
+    trustme.CA().cert_pem.write_to_path(str(account / "ca.crt"))  # a CA that did not sign the server's cert
+    got = asyncio.run(status_of_a_read(kubeconfig.in_cluster(account)))  # type: ignore[arg-type]
+    assert isinstance(got, str) and "CERTIFICATE_VERIFY_FAILED" in got, got
