@@ -85,7 +85,9 @@ def _load_chain(ctx: ssl.SSLContext, cert: str | None, key: str | None, cert_dat
         ctx.load_cert_chain(cert, key)
 
 
-def in_cluster(account: Path = SERVICE_ACCOUNT, clock: Callable[[], float] = time.monotonic) -> Credentials | None:
+def in_cluster(
+    account: Path = SERVICE_ACCOUNT, clock: Callable[[], float] = time.monotonic
+) -> Credentials | None:
     """A pod's service account: the API server's Service address, its CA, the (rotated) token."""
     host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
     token = account / "token"

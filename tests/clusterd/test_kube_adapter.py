@@ -188,7 +188,9 @@ def test_in_cluster_credentials_verify_the_server_and_follow_a_rotated_token(
 
     creds = kubeconfig.in_cluster(account, clock=lambda: now[0])
     assert creds is not None
-    assert asyncio.run(status_of_a_read(creds)) == 403  # authenticated as the account, which may read no Lease
+    assert (
+        asyncio.run(status_of_a_read(creds)) == 403
+    )  # authenticated as the account, which may read no Lease
     (account / "token").write_text("rotated-but-not-valid")
     now[0] = kubeconfig.TOKEN_PERIOD - 1
     assert asyncio.run(status_of_a_read(creds)) == 403  # not re-read within the period
