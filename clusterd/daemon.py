@@ -54,11 +54,12 @@ class Clusterd:
             loop.add_signal_handler(sig, self._stop.set)
         ctl = self.controller
         ctl._pool_watch_restart = self._restart_pool_watchers
-        # The receivers first: the RA listener sends its Router Solicitation the moment the
-        # DynamicPrefix list names an interface, and the answer is usually the first prefix.
+        # The receivers, then the DynamicPrefix list first: the RA listener sends its Router
+        # Solicitation the moment that list names an interface, and the answer (after a random
+        # delay of up to 0.5 s, RFC 4861 §6.2.6) usually brings the first prefix.
         receivers = await self._start_receivers()
-        self._watchers.append(self.kube.watch("crds", CRDS, ctl.on_crd))
         self._watchers.append(self.kube.watch("dynamicprefixes", DYNAMIC_PREFIXES, ctl.on_dp))
+        self._watchers.append(self.kube.watch("crds", CRDS, ctl.on_crd))
         self._watchers.append(self.kube.watch("services", SERVICES, ctl.on_service))
         self._tasks.append(asyncio.create_task(ctl.run(), name="controller"))
         self.health = HealthServer(self.cfg.health_listen, ctl.ready, self.metrics, ctl.leading)
