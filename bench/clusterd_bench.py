@@ -83,6 +83,21 @@ def setup_kube(work: Path, cilium: list[dict[str, Any]] | None = None) -> KubeAP
     return kube
 
 
+def dp_and_pool(custom: k8s.CustomObjectsApi, name: str, acquisition: dict[str, Any]) -> None:
+    """A DynamicPrefix with one address range, and a pool (with a user's IPv4 block) that follows it."""
+    custom.create_cluster_custom_object("dynamic-prefix.io", "v1alpha1", "dynamicprefixes", {
+        "apiVersion": "dynamic-prefix.io/v1alpha1", "kind": "DynamicPrefix", "metadata": {"name": name},
+        "spec": {"acquisition": acquisition,
+                 "addressRanges": [{"name": "lb", "start": "::f000:0:0:0", "end": "::ffff:ffff:ffff:ffff"}]},
+    })  # fmt: skip
+    custom.create_cluster_custom_object("cilium.io", "v2", "ciliumloadbalancerippools", {
+        "apiVersion": "cilium.io/v2", "kind": "CiliumLoadBalancerIPPool",
+        "metadata": {"name": name, "annotations": {"dynamic-prefix.io/name": name,
+                                                   "dynamic-prefix.io/address-range": "lb"}},
+        "spec": {"blocks": [{"cidr": "192.0.2.0/24"}]},
+    })  # fmt: skip
+
+
 def pipeline(
     work: Path, kube: KubeAPI, transport: str, changes: int = 60, idle_seconds: float = 60.0
 ) -> dict[str, Any]:
@@ -99,17 +114,7 @@ def pipeline(
     procs: list[Any] = []
     out: dict[str, Any] = {}
     try:
-        custom.create_cluster_custom_object("dynamic-prefix.io", "v1alpha1", "dynamicprefixes", {
-            "apiVersion": "dynamic-prefix.io/v1alpha1", "kind": "DynamicPrefix", "metadata": {"name": name},
-            "spec": {"acquisition": {"routerd": {"router": name, "interface": lab.host_if}},
-                     "addressRanges": [{"name": "lb", "start": "::f000:0:0:0", "end": "::ffff:ffff:ffff:ffff"}]},
-        })  # fmt: skip
-        custom.create_cluster_custom_object("cilium.io", "v2", "ciliumloadbalancerippools", {
-            "apiVersion": "cilium.io/v2", "kind": "CiliumLoadBalancerIPPool",
-            "metadata": {"name": name, "annotations": {"dynamic-prefix.io/name": name,
-                                                       "dynamic-prefix.io/address-range": "lb"}},
-            "spec": {"blocks": [{"cidr": "192.0.2.0/24"}]},
-        })  # fmt: skip
+        dp_and_pool(custom, name, {"routerd": {"router": name, "interface": lab.host_if}})
         cd = Clusterd(kube, work / f"clusterd-{transport}", mqtt_port=broker.plain_port if broker else None,
                       identity=name, webhook=broker is None)  # fmt: skip
         procs.append(cd)
@@ -186,17 +191,7 @@ def ra_start(work: Path, kube: KubeAPI, starts: int, settle_seconds: float = 3.0
         time.sleep(1.0)
         for i in range(starts):
             name = f"ra-start-{i}"
-            custom.create_cluster_custom_object("dynamic-prefix.io", "v1alpha1", "dynamicprefixes", {
-                "apiVersion": "dynamic-prefix.io/v1alpha1", "kind": "DynamicPrefix", "metadata": {"name": name},
-                "spec": {"acquisition": {"routerAdvertisement": {"interface": lab.host_if, "enabled": True}},
-                         "addressRanges": [{"name": "lb", "start": "::f000:0:0:0", "end": "::ffff:ffff:ffff:ffff"}]},
-            })  # fmt: skip
-            custom.create_cluster_custom_object("cilium.io", "v2", "ciliumloadbalancerippools", {
-                "apiVersion": "cilium.io/v2", "kind": "CiliumLoadBalancerIPPool",
-                "metadata": {"name": name, "annotations": {"dynamic-prefix.io/name": name,
-                                                           "dynamic-prefix.io/address-range": "lb"}},
-                "spec": {"blocks": [{"cidr": "192.0.2.0/24"}]},
-            })  # fmt: skip
+            dp_and_pool(custom, name, {"routerAdvertisement": {"interface": lab.host_if, "enabled": True}})
             obs = Observer(api, "cilium.io", "v2", "ciliumloadbalancerippools", name)
             time.sleep(0.5)  # the observer's watch is open before clusterd starts
             cd = Clusterd(kube, work / f"clusterd-ra-{i}", webhook=False, netns=lab.host, identity=name,

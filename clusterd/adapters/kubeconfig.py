@@ -127,6 +127,8 @@ def from_kubeconfig(path: Path) -> Credentials:
         raise NoCredentials(f"cannot read {path}: {e.strerror}") from None
     except yaml.YAMLError as e:
         raise NoCredentials(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(doc, dict):
+        raise NoCredentials(f"{path}: not a kubeconfig (expected a mapping at the top level)")
     current = doc.get("current-context")
     if not current:
         raise NoCredentials(f"{path}: no current-context")
