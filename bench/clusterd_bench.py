@@ -171,10 +171,9 @@ def pipeline(
 def ra_start(work: Path, kube: KubeAPI, starts: int, settle_seconds: float = 3.0) -> dict[str, Any]:
     """clusterd alone with its RA fallback, started ``starts`` times: start -> first pool write, idle memory.
 
-    radvd advertises A every 60-90 s (so the answer to clusterd's Router
-    Solicitation, sent after a random delay of up to 0.5 s as RFC 4861 §6.2.6
-    asks, is almost always what arrives first); each start gets a fresh
-    DynamicPrefix and pool, and the pool is watched from before the start.
+    radvd advertises A only every 60-90 s, so what arrives first is almost
+    always its answer to clusterd's Router Solicitation; each start gets a
+    fresh DynamicPrefix and pool, and the pool is watched from before the start.
     """
     api = kube.admin()
     custom = k8s.CustomObjectsApi(api)
