@@ -110,7 +110,7 @@ class Http:
                                 continue  # closed while idle: nothing reached the server
                             raise TransportError(f"{method} {path}: {e or type(e).__name__}") from None
                         try:
-                            data = await _read_body(conn.reader, headers)
+                            data = await _read_body(conn.reader, headers, status)
                         except (OSError, asyncio.IncompleteReadError, ValueError) as e:
                             conn.close()
                             raise TransportError(f"{method} {path}: {e or type(e).__name__}") from None
@@ -149,7 +149,7 @@ class Http:
                 await conn.writer.drain()
                 status, reason, headers = await _read_head(conn.reader)
                 if status != 200:
-                    yield Response(status, reason, await _read_body(conn.reader, headers))
+                    yield Response(status, reason, await _read_body(conn.reader, headers, status))
                     return
                 chunked = headers.get("transfer-encoding", "").lower() == "chunked"
                 buf = b""
@@ -204,7 +204,9 @@ async def _read_chunk(reader: asyncio.StreamReader) -> bytes:
     return data
 
 
-async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], status: int = 200) -> bytes:
+    if status in (204, 304) or status < 200:  # never a body (RFC 9110 §6.4.1)
+        return b""
     if headers.get("transfer-encoding", "").lower() == "chunked":
         parts = []
         while chunk := await _read_chunk(reader):

@@ -5,7 +5,8 @@ address, the token re-read from its file once a minute (the kubelet rotates
 it), as client-go does. Outside: a kubeconfig's current context with a
 certificate, a token or a token file, read here; anything more (exec
 plugins, auth providers, several kubeconfig files to merge) is handed to the
-official client's loader, which then also refreshes those credentials. The
+official client's loader, which then also refreshes those tokens (a client
+certificate an exec plugin returns is read once, at start). The
 official loader is not imported otherwise: with its dependencies it costs
 about 11 MB of RSS (docs/performance.md).
 """
@@ -135,7 +136,9 @@ def from_kubeconfig(path: Path) -> Credentials:
     context = _named(doc, "contexts", current, path)
     cluster = _named(doc, "clusters", context.get("cluster", ""), path)
     user = _named(doc, "users", context.get("user", ""), path) if context.get("user") else {}
-    if "exec" in user or "auth-provider" in user or "username" in user or cluster.get("proxy-url"):
+    if cluster.get("proxy-url"):
+        raise NoCredentials(f"{path}: clusterd connects to the API server directly, not through proxy-url")
+    if "exec" in user or "auth-provider" in user or "username" in user:
         return official(path)
     if not cluster.get("server"):
         raise NoCredentials(f"{path}: cluster {context.get('cluster')!r} has no server")
