@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from clusterd.adapters.errors import Gone
+from clusterd.adapters.errors import Conflict, Gone
 
 if TYPE_CHECKING:
     from clusterd.adapters.kube import Ref
@@ -58,6 +58,8 @@ Request = Callable[..., Awaitable[dict[str, Any]]]
 
 
 class Recorder:
+    """The series this clusterd recorded lately, and the calls that create and count them."""
+
     def __init__(self, request: Request, instance: str) -> None:
         self._request = request
         self.instance = instance
@@ -84,8 +86,7 @@ class Recorder:
             path = f"/apis/events.k8s.io/v1/namespaces/{s.namespace}/events"
             if s.written:
                 try:
-                    await self._request("PATCH", f"{path}/{s.name}", {"series": series},
-                                        content_type="application/merge-patch+json")  # fmt: skip
+                    await self._patch(f"{path}/{s.name}", series)
                     s.written = count
                     return
                 except Gone:
@@ -110,5 +111,12 @@ class Recorder:
             }
             if series is not None:
                 body["series"] = series
-            await self._request("POST", path, body)
+            try:
+                await self._request("POST", path, body)
+            except Conflict:  # an earlier attempt created it, and its answer was lost
+                if series is not None:
+                    await self._patch(f"{path}/{s.name}", series)
             s.written = count
+
+    async def _patch(self, path: str, series: dict[str, Any] | None) -> None:
+        await self._request("PATCH", path, {"series": series}, content_type="application/merge-patch+json")
