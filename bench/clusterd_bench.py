@@ -135,13 +135,20 @@ def pipeline(
         time.sleep(1.5)
         pool_obs = Observer(api, "cilium.io", "v2", "ciliumloadbalancerippools", name)
         dp_obs = Observer(api, "dynamic-prefix.io", "v1alpha1", "dynamicprefixes", name)
-        lab.inject_ra(flip(1)[0])
 
-        def status_prefix() -> Any:
+        def first_prefix() -> bool:
             dp = custom.get_cluster_custom_object("dynamic-prefix.io", "v1alpha1", "dynamicprefixes", name)
-            return dp.get("status", {}).get("currentPrefix")
+            if dp.get("status", {}).get("currentPrefix") == str(B):
+                return True
+            # Again until it lands (not timed): on a busy machine routerd may not listen yet.
+            lab.inject_ra(flip(1)[0])
+            return False
 
-        wait_until(lambda: status_prefix() == str(B), timeout=30, what="the first prefix")
+        try:
+            wait_until(first_prefix, timeout=30, what="the first prefix", step=1.0)
+        except TimeoutError as e:
+            logs = "\n".join(f"--- {type(p).__name__}:\n{p.log()[-3000:]}" for p in procs)
+            raise TimeoutError(f"{e} ({transport})\n{logs}") from None
         to_status, to_pool = [], []
         with lab.ra_sender() as sender:
             for i in range(changes):
