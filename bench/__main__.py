@@ -25,12 +25,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # Sizes for a real run and for --quick.
 FULL: dict[str, Any] = {
     "routerd": {"changes": 200, "flood_ras": 10_000, "idle_seconds": 60.0, "paced_seconds": 30.0},
-    "clusterd": {"changes": 60, "idle_seconds": 60.0},
+    "clusterd": {"changes": 60, "idle_seconds": 60.0, "starts": 10},
     "ha": {"sizes": [100, 1000, 3000], "pools": 100, "idle_seconds": 20.0},
 }
 QUICK: dict[str, Any] = {
     "routerd": {"changes": 10, "flood_ras": 200, "idle_seconds": 1.0, "paced_seconds": 1.0},
-    "clusterd": {"changes": 3, "idle_seconds": 1.0},
+    "clusterd": {"changes": 3, "idle_seconds": 1.0, "starts": 1},
     "ha": {"sizes": [10, 30], "pools": 3, "idle_seconds": 1.0},
 }
 

@@ -146,6 +146,15 @@ class Config(_Section):
         default_factory=lambda: os.environ.get("POD_NAME") or os.uname().nodename,
         description="This replica's name in the Lease (default: $POD_NAME).",
     )
+    api_timeout: float = Field(
+        60.0,
+        alias="apiTimeout",
+        ge=1,
+        le=3600,
+        description="Seconds: a call to the API server unanswered this long fails and is retried; the server "
+        "ends each watch after this long and a watch silent a little longer (at most 15 s more: a dead "
+        "connection) is started again.",
+    )
     health_listen: str = Field(
         "0.0.0.0:8080", alias="healthListen", description="/healthz, /readyz, /metrics."
     )

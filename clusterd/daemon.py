@@ -6,25 +6,21 @@ import asyncio
 import contextlib
 import logging
 import signal
+from typing import TYPE_CHECKING
 
+from clusterd.adapters import kubeconfig
 from clusterd.adapters.health import HealthServer
-from clusterd.adapters.kube import (
-    CRDS,
-    DYNAMIC_PREFIXES,
-    SERVICES,
-    Kube,
-    Resource,
-    Watcher,
-    api_client,
-)
+from clusterd.adapters.kube import CRDS, DYNAMIC_PREFIXES, SERVICES, Kube, Resource, Watcher
 from clusterd.adapters.leader import LeaderElector
-from clusterd.adapters.webhook import WebhookServer
 from clusterd.config import Config, read_secret
 from clusterd.controller import Controller
 from clusterd.core.lease import Timing
 from clusterd.metrics import Metrics
 from clusterd.targets import by_kind, services_ha
 from routerd.logs import kv
+
+if TYPE_CHECKING:
+    from clusterd.adapters.webhook import WebhookServer
 
 LOG = logging.getLogger("clusterd")
 
@@ -33,7 +29,7 @@ class Clusterd:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.metrics = Metrics()
-        self.kube = Kube(api_client(cfg.kubeconfig))
+        self.kube = Kube(kubeconfig.load(cfg.kubeconfig), cfg.api_timeout, cfg.identity)
         self.controller = Controller(self.kube, cfg, self.metrics)
         self._watchers: list[Watcher] = []
         self._pool_watchers: list[Watcher] = []
@@ -60,8 +56,12 @@ class Clusterd:
             loop.add_signal_handler(sig, self._stop.set)
         ctl = self.controller
         ctl.on_served = self._restart_target_watchers
-        self._watchers.append(self.kube.watch("crds", CRDS, ctl.on_crd))
+        # The receivers, then the DynamicPrefix list first: the RA listener sends its Router
+        # Solicitation the moment that list names an interface, and the answer (after a random
+        # delay of up to 0.5 s, RFC 4861 §6.2.6) usually brings the first prefix.
+        receivers = await self._start_receivers()
         self._watchers.append(self.kube.watch("dynamicprefixes", DYNAMIC_PREFIXES, ctl.on_dp))
+        self._watchers.append(self.kube.watch("crds", CRDS, ctl.on_crd))
         self._watchers.append(self.kube.watch("services", SERVICES, ctl.on_object(services_ha.TARGET)))
         self._tasks.append(asyncio.create_task(ctl.run(), name="controller"))
         self.health = HealthServer(self.cfg.health_listen, ctl.ready, self.metrics, ctl.leading)
@@ -76,7 +76,6 @@ class Clusterd:
             self._tasks.append(election)
         else:
             self.metrics.leader.set(1)
-        receivers = await self._start_receivers()
         LOG.info(
             "clusterd running", extra=kv(identity=self.cfg.identity, leader_election=elector is not None)
         )
@@ -112,6 +111,8 @@ class Clusterd:
             await mqtt.start()
             started.append(mqtt)
         if cfg.webhook is not None:
+            from clusterd.adapters.webhook import WebhookServer  # aiohttp: only with a webhook
+
             w = cfg.webhook
             secrets = [read_secret(f, None, "webhook secret").encode() for f in w.secret_files]
             if w.secret_env:

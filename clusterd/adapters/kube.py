@@ -1,11 +1,12 @@
 """The Kubernetes API adapter: typed calls clusterd makes, watches, and API errors as data.
 
-Every call is a coroutine; the blocking client runs in this adapter's own
-thread pool so the event loop never waits on the network. Every write carries
-the resourceVersion it was planned from: a concurrent change gets a 409 and the
-object is planned again from the fresh copy the watch delivers. Failures come
-out as :class:`ApiError` (with the HTTP status) or :class:`Unreachable`, never
-as the client library's own exceptions.
+Every call is a coroutine on the event loop (clusterd's own small HTTP client,
+clusterd/adapters/http.py: plain JSON dicts, no client models). Every write
+carries the resourceVersion it was planned from: a concurrent change gets a
+409 and the object is planned again from the fresh copy the watch delivers.
+Failures come out as :class:`ApiError` (with the HTTP status) or
+:class:`Unreachable`. Every call and every watch has a time limit, so a
+connection whose other end vanished silently is noticed and replaced.
 """
 
 from __future__ import annotations
@@ -13,50 +14,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
+import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, TypeVar
-
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-from kubernetes import watch as k8s_watch
+from typing import Any
+from urllib.parse import quote, urlencode
 
 from clusterd import crd
+from clusterd.adapters.errors import ApiError, Conflict, Gone, Unreachable
+from clusterd.adapters.events import Recorder
+from clusterd.adapters.http import Http, Response, Silent, TransportError
+from clusterd.adapters.kubeconfig import Credentials, from_configuration
 from routerd.logs import RateLimited, kv
 
 LOG = logging.getLogger("clusterd.kube")
 CILIUM = "cilium.io"
-EVENTS_NAMESPACE = "default"
-"""Events about cluster-scoped objects live here, as client-go's recorder puts them."""
-
-
-T = TypeVar("T")
-
-
-class ApiError(Exception):
-    """The API server answered a call with an error status (``status`` 0: no answer at all)."""
-
-    def __init__(self, status: int, reason: str, message: str = "") -> None:
-        super().__init__(f"{status} {reason}: {message}" if message else f"{status} {reason}")
-        self.status = status
-        self.reason = reason
-        self.message = message
-
-
-class Conflict(ApiError):
-    """409: the object changed since it was read; plan again from the fresh copy."""
-
-
-class Gone(ApiError):
-    """404: the object (or its kind) does not exist."""
-
-
-class Unreachable(ApiError):
-    """No answer: the API server is down, unreachable, or the call timed out."""
+TIMEOUT = 60.0
+"""Seconds: a call without an answer fails, and a watch is renewed, within about this long."""
+MERGE_PATCH = "application/merge-patch+json"
+__all__ = ["ApiError", "Conflict", "Gone", "Kube", "Ref", "Resource", "Unreachable", "Watcher"]
 
 
 @dataclass(frozen=True)
@@ -67,33 +43,16 @@ class Resource:
     version: str
     plural: str
 
+    def path(self, name: str | None = None, namespace: str | None = None) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        ns = f"/namespaces/{quote(namespace)}" if namespace else ""
+        return f"{base}{ns}/{self.plural}" + (f"/{quote(name)}" if name else "")
+
 
 DYNAMIC_PREFIXES = Resource(crd.GROUP, crd.VERSION, crd.PLURAL)
 SERVICES = Resource("", "v1", "services")
 CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
-
-
-def api_client(kubeconfig: Path | None) -> k8s.ApiClient:
-    """In-cluster credentials when running in a pod, else a kubeconfig."""
-    cfg = k8s.Configuration()
-    if kubeconfig is None:
-        try:
-            k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        except k8s_config.ConfigException:
-            k8s_config.load_kube_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-    else:
-        k8s_config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)  # type: ignore[no-untyped-call]
-    return k8s.ApiClient(cfg)
-
-
-def _raw(resp: Any) -> Any:
-    """The JSON body of a call made with ``_preload_content=False``.
-
-    The client's model classes cost about a millisecond of CPU per object to
-    build and as much to turn back into a dict; with thousands of Services
-    that was clusterd's largest cost in a renumbering (docs/performance.md).
-    """
-    return json.loads(resp.data)
+LEASES = Resource("coordination.k8s.io", "v1", "leases")
 
 
 def _trim(obj: Any) -> Any:
@@ -103,33 +62,14 @@ def _trim(obj: Any) -> Any:
     return obj
 
 
-def _as_dict(obj: object) -> dict[str, Any]:
-    if not isinstance(obj, dict):
-        raise TypeError(f"expected a JSON object from the API, got {type(obj).__name__}")
-    return obj
-
-
-def _message(e: k8s.ApiException) -> str:
-    """The ``Status`` message the API server sent (what was refused and why), if any."""
+def _error(resp: Response) -> ApiError:
+    """The ``Status`` the API server sent, as our error type (what was refused and why)."""
     try:
-        return str(json.loads(e.body or "{}").get("message", ""))
+        message = str(json.loads(resp.body or b"{}").get("message", ""))
     except (ValueError, AttributeError):
-        return ""
-
-
-def _api_error(e: BaseException) -> ApiError:
-    if isinstance(e, ApiError):
-        return e
-    if isinstance(e, k8s.ApiException):
-        status, reason, message = int(e.status or 0), str(e.reason), _message(e)
-        if status == 409:
-            return Conflict(status, reason, message)
-        if status == 404:
-            return Gone(status, reason, message)
-        if status == 0:
-            return Unreachable(0, reason, message)
-        return ApiError(status, reason, message)
-    return Unreachable(0, type(e).__name__, str(e))
+        message = ""
+    kind = {409: Conflict, 404: Gone}.get(resp.status, ApiError)
+    return kind(resp.status, resp.reason, message)
 
 
 @dataclass(frozen=True)
@@ -156,62 +96,62 @@ class Ref:
 
 
 class Kube:
-    """The calls clusterd makes, as coroutines."""
+    """The calls clusterd makes, as coroutines.
 
-    def __init__(self, api: k8s.ApiClient) -> None:
-        self.api = api
-        # Sixteen calls in flight: a renumbering writes hundreds of Services, and the
-        # default executor has only a few threads on a small node.
-        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="kube")
-        # The Lease has its own thread: a renewal never queues behind a renumbering's writes.
-        self._lease_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kube-lease")
-        self.custom = k8s.CustomObjectsApi(api)
-        self.core = k8s.CoreV1Api(api)
-        self.coordination = k8s.CoordinationV1Api(api)
+    ``api``: :class:`Credentials` (clusterd.adapters.kubeconfig.load), or an
+    official client ``ApiClient``/``Configuration`` whose settings are used.
+    """
+
+    def __init__(self, api: Credentials | Any, timeout: float = TIMEOUT, instance: str | None = None) -> None:
+        creds = api if isinstance(api, Credentials) else from_configuration(api)
+        self.timeout = timeout
+
+        def http(limit: int) -> Http:
+            return Http(creds.server, creds.context, creds.server_hostname, creds.authorization, limit)
+
+        # Sixteen calls in flight: a renumbering writes hundreds of Services.
+        self._http = http(16)
+        # The Lease has its own connection: a renewal never queues behind a renumbering's writes.
+        self._lease = http(1)
+        self._watches = http(1 << 16)  # each watch holds its own connection
+        self.events = Recorder(self._request, instance or os.uname().nodename)
         self.writes = 0
         """API writes made (benchmarks and tests count them)."""
 
-    async def _call(self, fn: Callable[..., T], *args: Any, _pool: ThreadPoolExecutor | None = None,
-                    **kwargs: Any) -> T:  # fmt: skip
-        def call() -> T:
-            try:
-                return fn(*args, **kwargs)
-            except Exception as e:  # the client's exceptions, urllib3's, OSError: all become ours
-                raise _api_error(e) from None
-
-        return await asyncio.get_running_loop().run_in_executor(_pool or self._pool, call)
+    async def _request(self, method: str, path: str, body: Any = None, *, content_type: str = "application/json",
+                       within: float | None = None, lease: bool = False) -> dict[str, Any]:  # fmt: skip
+        http = self._lease if lease else self._http
+        data = None if body is None else json.dumps(body).encode()
+        try:
+            resp = await http.request(
+                method, path, data, within=within or self.timeout, content_type=content_type
+            )
+        except TransportError as e:
+            raise Unreachable(0, "Unreachable", str(e)) from None
+        if resp.status >= 400:
+            raise _error(resp)
+        doc = json.loads(resp.body)
+        if not isinstance(doc, dict):
+            raise Unreachable(0, "BadAnswer", f"expected a JSON object from {path}")
+        return doc
 
     def watch(self, name: str, resource: Resource, deliver: Callable[[str, Any], None]) -> Watcher:
         """List and watch ``resource`` on its own connection; ``deliver`` runs on this event loop."""
-        api = k8s.ApiClient(self.api.configuration)
-        list_fn: Callable[..., Any]
-        args: tuple[str, ...] = ()
-        if resource == SERVICES:
-            list_fn = k8s.CoreV1Api(api).list_service_for_all_namespaces
-        elif resource == CRDS:
-            list_fn = k8s.ApiextensionsV1Api(api).list_custom_resource_definition
-        else:
-            list_fn = k8s.CustomObjectsApi(api).list_cluster_custom_object
-            args = (resource.group, resource.version, resource.plural)
-        w = Watcher(name, api, list_fn, args, deliver, asyncio.get_running_loop())
+        w = Watcher(name, self, resource, deliver)
         w.start()
         return w
 
     def close(self) -> None:
-        for pool in (self._pool, self._lease_pool):
-            pool.shutdown(wait=False, cancel_futures=True)
+        for http in (self._http, self._lease, self._watches):
+            http.close()
 
     # -- DynamicPrefix ---------------------------------------------------------------------
 
     async def replace_status(self, obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
-        return await self._call(self._replace_status, obj, status)
-
-    def _replace_status(self, obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
-        body = {**obj, "status": status}
-        got = self.custom.replace_cluster_custom_object_status(crd.GROUP, crd.VERSION, crd.PLURAL,
-                                                              obj["metadata"]["name"], body)  # fmt: skip
+        path = DYNAMIC_PREFIXES.path(obj["metadata"]["name"]) + "/status"
+        got = await self._request("PUT", path, {**obj, "status": status})
         self.writes += 1
-        return _as_dict(_trim(got))
+        return _trim(got)  # type: ignore[no-any-return]
 
     # -- pools and CIDR groups ---------------------------------------------------------------
 
@@ -225,176 +165,139 @@ class Kube:
         annotations: dict[str, str | None],
     ) -> dict[str, Any]:
         """Set ``spec.<field>`` and annotations, if the object is still at the version we planned from."""
-        return await self._call(self._patch_list, version, plural, obj, field, entries, annotations)
-
-    def _patch_list(
-        self,
-        version: str,
-        plural: str,
-        obj: dict[str, Any],
-        field: str,
-        entries: list[Any],
-        annotations: dict[str, str | None],
-    ) -> dict[str, Any]:
         body = {
             "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"], "annotations": annotations},
             "spec": {field: entries},
         }
-        got = self.custom.patch_cluster_custom_object(CILIUM, version, plural, obj["metadata"]["name"], body)
+        path = Resource(CILIUM, version, plural).path(obj["metadata"]["name"])
+        got = await self._request("PATCH", path, body, content_type=MERGE_PATCH)
         self.writes += 1
-        return _as_dict(_trim(got))
+        return _trim(got)  # type: ignore[no-any-return]
 
     # -- Services (HA mode) ---------------------------------------------------------------------
 
     async def patch_service_annotations(
         self, obj: dict[str, Any], annotations: dict[str, str | None]
     ) -> dict[str, Any]:
-        return await self._call(self._patch_service_annotations, obj, annotations)
-
-    def _patch_service_annotations(
-        self, obj: dict[str, Any], annotations: dict[str, str | None]
-    ) -> dict[str, Any]:
         m = obj["metadata"]
         body = {"metadata": {"resourceVersion": m["resourceVersion"], "annotations": annotations}}
-        got = self.core.patch_namespaced_service(m["name"], m["namespace"], body, _preload_content=False)
+        got = await self._request(
+            "PATCH", SERVICES.path(m["name"], m["namespace"]), body, content_type=MERGE_PATCH
+        )
         self.writes += 1
-        return _as_dict(_trim(_raw(got)))
+        return _trim(got)  # type: ignore[no-any-return]
 
     # -- Events ------------------------------------------------------------------------------
 
     async def event(self, ref: Ref, type_: str, reason: str, message: str, component: str) -> None:
-        await self._call(self._event, ref, type_, reason, message, component)
-
-    def _event(self, ref: Ref, type_: str, reason: str, message: str, component: str) -> None:
-        now = datetime.now(UTC)
-        ns = ref.namespace or EVENTS_NAMESPACE
-        ev = k8s.CoreV1Event(
-            metadata=k8s.V1ObjectMeta(generate_name=f"{ref.name}.", namespace=ns),
-            involved_object=k8s.V1ObjectReference(
-                api_version=ref.api_version,
-                kind=ref.kind,
-                name=ref.name,
-                namespace=ref.namespace,
-                uid=ref.uid,
-            ),
-            type=type_,
-            reason=reason,
-            message=message[:1024],
-            source=k8s.V1EventSource(component=component),
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-            reporting_component=component,
-        )
-        resp: Any = self.core.create_namespaced_event(ns, ev, _preload_content=False)
-        resp.read()  # the answer is not needed: skip turning it into a model
+        """Record an Event (events.k8s.io/v1); a repeat of the same one counts in its series."""
+        await self.events.record(ref, type_, reason, message, component)
 
     # -- Lease ------------------------------------------------------------------------------
 
-    async def get_lease(self, namespace: str, name: str, deadline: float) -> k8s.V1Lease | None:
+    async def get_lease(self, namespace: str, name: str, deadline: float) -> dict[str, Any] | None:
         try:
-            return await self._call(
-                self.coordination.read_namespaced_lease, name, namespace, _request_timeout=deadline,
-                _pool=self._lease_pool,
-            )  # fmt: skip
+            return await self._request("GET", LEASES.path(name, namespace), within=deadline, lease=True)
         except Gone:
             return None
 
     async def write_lease(
-        self, namespace: str, lease: k8s.V1Lease, create: bool, deadline: float
-    ) -> k8s.V1Lease:
+        self, namespace: str, lease: dict[str, Any], create: bool, deadline: float
+    ) -> dict[str, Any]:
         if create:
-            return await self._call(self.coordination.create_namespaced_lease, namespace, lease,
-                                    _request_timeout=deadline, _pool=self._lease_pool)  # fmt: skip
-        assert lease.metadata is not None
-        assert lease.metadata.name is not None
-        return await self._call(self.coordination.replace_namespaced_lease, lease.metadata.name, namespace,
-                                lease, _request_timeout=deadline, _pool=self._lease_pool)  # fmt: skip
+            return await self._request(
+                "POST", LEASES.path(None, namespace), lease, within=deadline, lease=True
+            )
+        path = LEASES.path(lease["metadata"]["name"], namespace)
+        return await self._request("PUT", path, lease, within=deadline, lease=True)
 
 
 class Watcher:
-    """List, then watch, one kind of object in a thread; deliver events on the event loop.
+    """List, then watch, one kind of object; deliver events on the event loop.
 
     A 410 (history compacted) or any error relists after a backoff (a 404,
     the kind not served, delivers ``GONE`` first); the first list after each
     (re)start is delivered as a ``SYNC`` with every object, so the receiver
-    can drop what vanished while it was not watching.
+    can drop what vanished while it was not watching. The server ends each
+    watch after ``timeout`` seconds (it is then resumed from the last
+    resourceVersion); a watch on which nothing at all arrives for a little
+    longer, not even that end, is on a dead connection and is relisted on a
+    new one.
     """
 
     def __init__(
-        self,
-        name: str,
-        api: k8s.ApiClient,
-        list_fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        deliver: Callable[[str, Any], None],
-        loop: asyncio.AbstractEventLoop,
+        self, name: str, kube: Kube, resource: Resource, deliver: Callable[[str, Any], None]
     ) -> None:
         self.name = name
-        self.api = api
-        self.list_fn = list_fn
-        self.args = args
+        self.kube = kube
+        self.resource = resource
         self.deliver = deliver
-        self.loop = loop
-        self._stop = threading.Event()
-        self._watch: k8s_watch.Watch | None = None
+        self.synced = asyncio.Event()
         self._limited = RateLimited(LOG)
-        self.synced = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"watch-{name}", daemon=True)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def read_timeout(self) -> float:
+        """How long a watch may stay silent: the server's own end of it, plus a margin."""
+        return self.kube.timeout + min(15.0, self.kube.timeout / 2)
 
     def start(self) -> None:
-        self._thread.start()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"watch-{self.name}")
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._watch is not None:
-            self._watch.stop()  # type: ignore[no-untyped-call]
+        if self._task is not None:
+            self._task.cancel()
 
-    def _run(self) -> None:
+    async def _list(self) -> str:
+        doc = await self.kube._request("GET", self.resource.path())
+        self.deliver("SYNC", [_trim(o) for o in doc["items"]])
+        self.synced.set()
+        return str(doc["metadata"]["resourceVersion"])
+
+    async def _watch(self, rv: str) -> str:
+        """One watch from ``rv`` until the server ends it; the last resourceVersion seen."""
+        query = urlencode({"watch": "1", "resourceVersion": rv, "allowWatchBookmarks": "true",
+                           "timeoutSeconds": str(max(1, round(self.kube.timeout)))})  # fmt: skip
+        async for line in self.kube._watches.stream(f"{self.resource.path()}?{query}", self.read_timeout):
+            if isinstance(line, Response):
+                raise _error(line)
+            ev = json.loads(line)
+            obj = _trim(ev["object"])
+            if ev["type"] == "ERROR":
+                raise ApiError(
+                    int(obj.get("code", 500)), str(obj.get("reason", "")), str(obj.get("message", ""))
+                )
+            rv = obj["metadata"]["resourceVersion"]
+            if ev["type"] != "BOOKMARK":
+                self.deliver(ev["type"], obj)
+        return rv
+
+    async def _run(self) -> None:
         backoff = 0.5
-        while not self._stop.is_set():
+        while True:
             try:
-                doc = _raw(self.list_fn(*self.args, _preload_content=False))  # plain dicts, no models
-                rv = doc["metadata"]["resourceVersion"]
-                self.loop.call_soon_threadsafe(self.deliver, "SYNC", [_trim(o) for o in doc["items"]])
-                self.synced.set()
+                rv = await self._list()
                 backoff = 0.5
-                while not self._stop.is_set():
-                    self._watch = k8s_watch.Watch()  # type: ignore[no-untyped-call]
-                    stream = self._watch.stream(  # type: ignore[no-untyped-call]
-                        self.list_fn,
-                        *self.args,
-                        resource_version=rv,
-                        timeout_seconds=300,
-                        allow_watch_bookmarks=True,
-                        deserialize=False,
-                    )
-                    for ev in stream:
-                        obj = _trim(ev["object"])
-                        if ev["type"] == "ERROR":
-                            raise k8s.ApiException(
-                                status=int(obj.get("code", 500)), reason=obj.get("message")
-                            )
-                        rv = obj["metadata"]["resourceVersion"]
-                        if ev["type"] != "BOOKMARK":
-                            self.loop.call_soon_threadsafe(self.deliver, ev["type"], obj)
-                        if self._stop.is_set():
-                            return
-            except k8s.ApiException as e:
+                while True:
+                    rv = await self._watch(rv)
+            except ApiError as e:
                 if e.status == 410:
                     LOG.info("watch history expired; relisting", extra=kv(watch=self.name))
                     continue
                 if e.status == 404:
                     # The kind is not served: its CRD was deleted (discovery stops us) or was
                     # created a moment ago and is not served yet (no later event restarts us).
-                    self.loop.call_soon_threadsafe(self.deliver, "GONE", None)
+                    self.deliver("GONE", None)
                 else:
-                    self._limited.warning("watch-failed", f"watch failed ({e.status}: {e.reason}); retrying",
-                                          watch=self.name)  # fmt: skip
-            except Exception as e:  # the API server went away, a TLS error, ...
-                if self._stop.is_set():
-                    return
-                self._limited.warning("watch-failed", f"watch failed ({type(e).__name__}: {e}); retrying",
-                                      watch=self.name)  # fmt: skip
-            self._stop.wait(backoff)
+                    self._limited.warning("watch-failed", f"watch failed ({e}); retrying", watch=self.name)
+            except Silent as e:  # a dead connection, not a dead server: relist on a new one at once
+                self._limited.warning("watch-silent", f"{e}; relisting", watch=self.name)
+                continue
+            except TransportError as e:  # the API server went away
+                self._limited.warning("watch-failed", f"watch failed ({e}); retrying", watch=self.name)
+            except (ValueError, KeyError, TypeError) as e:
+                self._limited.warning(
+                    "watch-failed", f"watch got a bad answer ({e}); retrying", watch=self.name
+                )
+            await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 30.0)

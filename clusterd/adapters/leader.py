@@ -11,9 +11,9 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
-from kubernetes import client as k8s
-
+from clusterd.adapters.events import micro_time
 from clusterd.adapters.kube import Conflict, Kube
 from clusterd.core.lease import LeaseRecord, Seen, Timing, decide, leading, lost, release, written
 from routerd.logs import RateLimited
@@ -21,16 +21,20 @@ from routerd.logs import RateLimited
 LOG = logging.getLogger("clusterd.leader")
 
 
-def _record(lease: k8s.V1Lease | None) -> LeaseRecord | None:
-    if lease is None or lease.spec is None:
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def _record(lease: dict[str, Any] | None) -> LeaseRecord | None:
+    if lease is None or not lease.get("spec"):
         return None
-    s = lease.spec
+    s = lease["spec"]
     return LeaseRecord(
-        holder=s.holder_identity,
-        acquired=s.acquire_time,
-        renewed=s.renew_time,
-        duration=s.lease_duration_seconds or 15,
-        transitions=s.lease_transitions or 0,
+        holder=s.get("holderIdentity"),
+        acquired=_time(s.get("acquireTime")),
+        renewed=_time(s.get("renewTime")),
+        duration=s.get("leaseDurationSeconds") or 15,
+        transitions=s.get("leaseTransitions") or 0,
     )
 
 
@@ -55,20 +59,19 @@ class LeaderElector:
         self._deadline: asyncio.TimerHandle | None = None
         self._limited = RateLimited(LOG)
 
-    def _lease(self, rec: LeaseRecord, current: k8s.V1Lease | None) -> k8s.V1Lease:
-        meta = k8s.V1ObjectMeta(name=self.name, namespace=self.namespace)
-        if current is not None and current.metadata is not None:
-            meta.resource_version = current.metadata.resource_version
-        return k8s.V1Lease(
-            metadata=meta,
-            spec=k8s.V1LeaseSpec(
-                holder_identity=rec.holder,
-                acquire_time=rec.acquired,
-                renew_time=rec.renewed,
-                lease_duration_seconds=rec.duration,
-                lease_transitions=rec.transitions,
-            ),
-        )
+    def _lease(self, rec: LeaseRecord, current: dict[str, Any] | None) -> dict[str, Any]:
+        meta = {"name": self.name, "namespace": self.namespace}
+        if current is not None:
+            meta["resourceVersion"] = current["metadata"]["resourceVersion"]
+        spec = {
+            "holderIdentity": rec.holder,
+            "acquireTime": micro_time(rec.acquired) if rec.acquired else None,
+            "renewTime": micro_time(rec.renewed) if rec.renewed else None,
+            "leaseDurationSeconds": rec.duration,
+            "leaseTransitions": rec.transitions,
+        }
+        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta,
+                "spec": {k: v for k, v in spec.items() if v is not None}}  # fmt: skip
 
     def _update(self) -> None:
         """Lead exactly while the core says so; look again the moment the renew deadline passes.

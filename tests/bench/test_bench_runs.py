@@ -52,6 +52,10 @@ def test_quick_run_writes_every_suite(tmp_path: Path) -> None:
     assert owrt["versions"]["pydantic"] == doc["versions"]["pydantic"]
     for transport in ("mqtt", "webhook"):
         assert doc["results"]["clusterd"][transport]["ra_to_pool"]["n"] == 3
+        assert doc["results"]["clusterd"][transport]["clusterd_private_idle_mb"] > 0
+    ra_start = doc["results"]["clusterd"]["ra_start"]
+    assert ra_start["start_to_first_pool_write"]["n"] == 1
+    assert ra_start["rss_idle_mb"] >= ra_start["private_idle_mb"] > 0
     runs = doc["results"]["ha"]["runs"]
     assert sorted(r["services"] for r in runs.values()) == [10, 30]
     for r in runs.values():

@@ -30,6 +30,7 @@ SHARED = {
     "routerd.adapters",
     "routerd.adapters.mqttclient",
     "routerd.adapters.rawsock",
+    "routerd.lean",
     "routerd.logs",
     "routerd.settings",
 }

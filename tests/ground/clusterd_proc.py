@@ -78,6 +78,7 @@ class Clusterd:
         if netns is not None:
             argv = ["ip", "netns", "exec", netns, *argv]
         self.log_lines: list[str] = []
+        self.started_at = time.monotonic()  # just before the process starts (benchmarks time from here)
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                                      env=env_without_proxy())  # fmt: skip
         threading.Thread(target=self._read, daemon=True).start()
