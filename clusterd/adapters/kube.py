@@ -29,7 +29,6 @@ from clusterd import crd
 from routerd.logs import RateLimited, kv
 
 LOG = logging.getLogger("clusterd.kube")
-CILIUM = "cilium.io"
 EVENTS_NAMESPACE = "default"
 """Events about cluster-scoped objects live here, as client-go's recorder puts them."""
 
@@ -213,37 +212,6 @@ class Kube:
         self.writes += 1
         return _as_dict(_trim(got))
 
-    # -- pools and CIDR groups ---------------------------------------------------------------
-
-    async def patch_list(
-        self,
-        version: str,
-        plural: str,
-        obj: dict[str, Any],
-        field: str,
-        entries: list[Any],
-        annotations: dict[str, str | None],
-    ) -> dict[str, Any]:
-        """Set ``spec.<field>`` and annotations, if the object is still at the version we planned from."""
-        return await self._call(self._patch_list, version, plural, obj, field, entries, annotations)
-
-    def _patch_list(
-        self,
-        version: str,
-        plural: str,
-        obj: dict[str, Any],
-        field: str,
-        entries: list[Any],
-        annotations: dict[str, str | None],
-    ) -> dict[str, Any]:
-        body = {
-            "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"], "annotations": annotations},
-            "spec": {field: entries},
-        }
-        got = self.custom.patch_cluster_custom_object(CILIUM, version, plural, obj["metadata"]["name"], body)
-        self.writes += 1
-        return _as_dict(_trim(got))
-
     # -- Services (HA mode) ---------------------------------------------------------------------
 
     async def patch_service_annotations(
@@ -310,6 +278,28 @@ class Kube:
         assert lease.metadata.name is not None
         return await self._call(self.coordination.replace_namespaced_lease, lease.metadata.name, namespace,
                                 lease, _request_timeout=deadline, _pool=self._lease_pool)  # fmt: skip
+
+    # -- any custom object ---------------------------------------------------------------------
+
+    async def patch(
+        self, resource: Resource, namespace: str | None, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch one custom object (``namespace`` None: cluster-scoped); put the planned
+        resourceVersion in ``body`` to make it conditional."""
+        return await self._call(self._patch, resource, namespace, name, body)
+
+    def _patch(
+        self, resource: Resource, namespace: str | None, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        r = resource
+        if namespace is None:
+            got = self.custom.patch_cluster_custom_object(r.group, r.version, r.plural, name, body)
+        else:
+            got = self.custom.patch_namespaced_custom_object(
+                r.group, r.version, namespace, r.plural, name, body
+            )
+        self.writes += 1
+        return _as_dict(_trim(got))
 
 
 class Watcher:

@@ -100,7 +100,7 @@ class Sync:
         """Write each holder's ``grow`` step, or with ``final`` its final list in one write."""
         holders = [t for t in self.cache.targets.values() if not t.consumer]
         if not any(t.kind in self.cache.served for t in holders):
-            return False, "CiliumCRDsMissing", f"no {' or '.join(t.kind for t in holders)} CRD is served"
+            return False, "PoolCRDsMissing", f"no {' or '.join(t.kind for t in holders)} CRD is served"
         ctx, problems, synced = self.context(dp), [], 0
         for t in holders:
             if t.kind not in self.cache.served:
