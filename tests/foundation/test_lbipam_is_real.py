@@ -83,15 +83,20 @@ def test_cilium_lbipam_allocates_honours_two_ipv6_and_says_no_pool(
     assert wait_until(conflicting, what="PoolConflict on one of two overlapping pools") in (["p"], ["twin"])
 
 
-def test_metallb_assigns_from_its_pool_and_refuses_two_ipv6(
-    kube: KubeAPI, metallb_controller: MetallbController
-) -> None:
+def metallb_pool(kube: KubeAPI) -> None:
+    """MetalLB pool p: 2001:db8:a::10 to ::1f."""
     k8s.CustomObjectsApi(kube.admin()).create_namespaced_custom_object(
         "metallb.io", "v1beta1", METALLB_NAMESPACE, "ipaddresspools", {
             "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
             "metadata": {"name": "p", "namespace": METALLB_NAMESPACE},
             "spec": {"addresses": ["2001:db8:a::10-2001:db8:a::1f"]},
         })  # fmt: skip
+
+
+def test_metallb_assigns_from_its_pool_and_refuses_two_ipv6(
+    kube: KubeAPI, metallb_controller: MetallbController
+) -> None:
+    metallb_pool(kube)
     lb_service(kube, "first")
     wait_until(lambda: ingress(kube, "first") == ["2001:db8:a::10"], what="the pool's first address")
     lb_service(kube, "two", {"metallb.io/loadBalancerIPs": "2001:db8:a::15,2001:db8:a::16"})
@@ -112,15 +117,10 @@ def test_metallb_hands_an_address_over_only_between_services_on_other_ports_or_o
     An address is shared only between Services with the same ``metallb.io/allow-shared-ip`` key
     and no port in common, so a second Service on the same ports is refused while the first holds
     the address, whatever the key. MetalLB does not retry a refused Service when the address frees:
-    it waits until MetalLB reprocesses every Service, which it does when a Service is deleted or
-    when a Service's sharing key changes.
+    it waits until MetalLB reprocesses every Service, which it does when a Service is deleted, when
+    a Service's sharing key changes, or when the pools change.
     """
-    k8s.CustomObjectsApi(kube.admin()).create_namespaced_custom_object(
-        "metallb.io", "v1beta1", METALLB_NAMESPACE, "ipaddresspools", {
-            "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
-            "metadata": {"name": "p", "namespace": METALLB_NAMESPACE},
-            "spec": {"addresses": ["2001:db8:a::10-2001:db8:a::1f"]},
-        })  # fmt: skip
+    metallb_pool(kube)
     core = k8s.CoreV1Api(kube.admin())
     ips, shared = "metallb.io/loadBalancerIPs", "metallb.io/allow-shared-ip"
 
