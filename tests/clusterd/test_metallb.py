@@ -125,7 +125,7 @@ def test_the_metallb_pool_follows_a_b_a_expiry_with_exactly_the_writes_that_chan
         for seq, (prefixes, want) in enumerate(steps, 1):
             send(cd, seq, *prefixes)
             wait_addresses(cluster, *want)
-            wait_until(lambda seq=seq: writes(cd) == versions.changes() == seq,  # type: ignore[misc]
+            wait_until(lambda seq=seq: writes(cd) == versions.changes() == seq,
                        what=f"one write for step {seq} ({versions.seen})")  # fmt: skip
             if seq == 1:  # MetalLB allocates from the block clusterd wrote
                 service(cluster, "plain", managed=False)
