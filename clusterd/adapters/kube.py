@@ -28,7 +28,6 @@ from clusterd.adapters.kubeconfig import Credentials, from_configuration
 from routerd.logs import RateLimited, kv
 
 LOG = logging.getLogger("clusterd.kube")
-CILIUM = "cilium.io"
 TIMEOUT = 60.0
 """Seconds: a call without an answer fails, and a watch is renewed, within about this long."""
 MERGE_PATCH = "application/merge-patch+json"
@@ -153,27 +152,6 @@ class Kube:
         self.writes += 1
         return _trim(got)  # type: ignore[no-any-return]
 
-    # -- pools and CIDR groups ---------------------------------------------------------------
-
-    async def patch_list(
-        self,
-        version: str,
-        plural: str,
-        obj: dict[str, Any],
-        field: str,
-        entries: list[Any],
-        annotations: dict[str, str | None],
-    ) -> dict[str, Any]:
-        """Set ``spec.<field>`` and annotations, if the object is still at the version we planned from."""
-        body = {
-            "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"], "annotations": annotations},
-            "spec": {field: entries},
-        }
-        path = Resource(CILIUM, version, plural).path(obj["metadata"]["name"])
-        got = await self._request("PATCH", path, body, content_type=MERGE_PATCH)
-        self.writes += 1
-        return _trim(got)  # type: ignore[no-any-return]
-
     # -- Services (HA mode) ---------------------------------------------------------------------
 
     async def patch_service_annotations(
@@ -210,6 +188,17 @@ class Kube:
             )
         path = LEASES.path(lease["metadata"]["name"], namespace)
         return await self._request("PUT", path, lease, within=deadline, lease=True)
+
+    # -- any object --------------------------------------------------------------------------
+
+    async def patch(
+        self, resource: Resource, namespace: str | None, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch one object (``namespace`` None: cluster-scoped); put the planned
+        resourceVersion in ``body`` to make it conditional."""
+        got = await self._request("PATCH", resource.path(name, namespace), body, content_type=MERGE_PATCH)
+        self.writes += 1
+        return _trim(got)  # type: ignore[no-any-return]
 
 
 class Watcher:

@@ -105,7 +105,7 @@ class Sync:
         """
         holders = [t for t in self.cache.targets.values() if not t.consumer]
         if not any(t.kind in self.cache.served for t in holders):
-            return False, "CiliumCRDsMissing", f"no {' or '.join(t.kind for t in holders)} CRD is served"
+            return False, "PoolCRDsMissing", f"no {' or '.join(t.kind for t in holders)} CRD is served"
         ctx = self.context(dp)
         steps = [self._holder(t, key, obj, t.desired(spec, status, obj, ctx), final)
                  for t in holders if t.kind in self.cache.served

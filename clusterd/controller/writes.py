@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from clusterd import crd
-from clusterd.adapters.kube import ApiError, Gone, Kube, Ref
+from clusterd.adapters.kube import ApiError, Gone, Kube, Ref, Resource
 from clusterd.controller.cache import Cache, Obj
 from clusterd.core.status import Event
 from clusterd.metrics import Metrics
@@ -75,11 +75,13 @@ class Writer:
         m = obj["metadata"]
         what = f"{t.kind} {m['name']}"
         try:
-            if t.crd:
+            if t.crd:  # a list under spec and the record, at the planned version
                 assert p.field is not None
                 assert p.entries is not None
-                got = await self.kube.patch_list(self.cache.served[t.kind], t.plural, obj, p.field, p.entries,
-                                                 dict(p.annotations))  # fmt: skip
+                meta = {"resourceVersion": m["resourceVersion"], "annotations": dict(p.annotations)}
+                got = await self.kube.patch(Resource(t.group, self.cache.served[t.kind], t.plural),
+                                            m.get("namespace"), m["name"],
+                                            {"metadata": meta, "spec": {p.field: p.entries}})  # fmt: skip
             else:  # the one built-in kind written today: a Service's annotations
                 got = await self.kube.patch_service_annotations(obj, dict(p.annotations))
         except Gone:

@@ -1,4 +1,4 @@
-"""The pool planner: what a CiliumLoadBalancerIPPool or CiliumCIDRGroup should hold.
+"""The pool planner: what a CiliumLoadBalancerIPPool, CiliumCIDRGroup or MetalLB IPAddressPool should hold.
 
 Pure. A pool opts in with annotations::
 
@@ -34,7 +34,7 @@ RANGE = "dynamic-prefix.io/address-range"
 SUBNET = "dynamic-prefix.io/subnet"
 MANAGED = "dynamic-prefix.io/managed"
 
-Entry = Any  # a block dict ({"cidr"} or {"start", "stop"}) or a CIDR string
+Entry = Any  # a block dict ({"cidr"} or {"start", "stop"}), a CIDR string or a "start-end" string
 
 
 @dataclass(frozen=True)
@@ -44,12 +44,14 @@ class PoolKind:
     kind: str
     plural: str
     field: str
-    style: Literal["blocks", "cidrs"]
+    style: Literal["blocks", "cidrs", "ranges"]
+    """Cilium's block dicts, bare CIDRs (a range as the CIDRs covering it), or MetalLB's strings
+    (a range as ``start-end``, anything else as a CIDR)."""
 
 
 LB_POOL = PoolKind("CiliumLoadBalancerIPPool", "ciliumloadbalancerippools", "blocks", "blocks")
 CIDR_GROUP = PoolKind("CiliumCIDRGroup", "ciliumcidrgroups", "externalCIDRs", "cidrs")
-KINDS = (LB_POOL, CIDR_GROUP)
+METALLB_POOL = PoolKind("IPAddressPool", "ipaddresspools", "addresses", "ranges")
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,9 @@ def desired(
                 continue  # does not fit this prefix; the DynamicPrefix's Degraded condition says why
             if kind.style == "blocks":
                 out.append({"start": str(r.start), "stop": str(r.end)})
+                continue
+            if kind.style == "ranges":
+                out.append(f"{r.start}-{r.end}")
                 continue
             cidrs = list(r.cidrs)
         elif subnet_name:

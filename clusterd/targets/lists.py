@@ -1,4 +1,4 @@
-"""Holders whose ``spec`` carries a list of address blocks or CIDRs (Cilium's pool and CIDR group). Pure.
+"""Holders whose ``spec`` carries a list of address blocks or CIDRs (Cilium's pool and CIDR group, MetalLB's). Pure.
 
 The list logic (which entries are clusterd's, grow before the Services,
 shrink after) is :mod:`clusterd.core.pools`; this adapts it to the target
@@ -25,7 +25,7 @@ def _patch(field: str, w: pools.Write | None) -> Patch | None:
 
 @dataclass(frozen=True)
 class ListTarget:
-    """A cluster-scoped kind whose ``spec.<field>`` list clusterd keeps in step (see core/pools.py)."""
+    """A kind (cluster-scoped or namespaced) whose ``spec.<field>`` list clusterd keeps in step (see core/pools.py)."""
 
     pool: pools.PoolKind
     group: str

@@ -205,18 +205,18 @@ def test_a_cluster_serving_only_v2alpha1(
     assert "v2alpha1" in cd.log()
 
 
-def test_missing_cilium_crds_are_a_condition_then_picked_up(
+def test_missing_pool_crds_are_a_condition_then_picked_up(
     cluster: KubeAPI, mosquitto: Mosquitto, clusterd_factory: Any, mqtt_base: str
 ) -> None:
-    for name in ("ciliumloadbalancerippools.cilium.io", "ciliumcidrgroups.cilium.io"):
+    for name in (*crds.CILIUM_CLUSTERD_KINDS, crds.METALLB_POOLS):
         delete_crd(cluster, name)
     router = mqtt_base.rsplit("/", 1)[1]
     create_dp(cluster, router=router)
     cd = clusterd_factory(mqtt_port=mosquitto.plain_port)
     cd.wait_ready()
     send(mosquitto, state(router, "br-lan", 1, prefix(A)))
-    wait_until(lambda: condition(get_dp(cluster), "PoolsSynced") == ("False", "CiliumCRDsMissing"),
-               what="CiliumCRDsMissing")  # fmt: skip
+    wait_until(lambda: condition(get_dp(cluster), "PoolsSynced") == ("False", "PoolCRDsMissing"),
+               what="PoolCRDsMissing")  # fmt: skip
     apply_crds(cluster, crds.cilium_clusterd_kinds())
     create_pool(cluster, "after", [])
     wait_until(

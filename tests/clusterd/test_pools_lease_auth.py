@@ -58,6 +58,19 @@ def test_subnet_and_whole_prefix() -> None:
     assert want == ["2001:db8:b::/64", "2001:db8:a::/64"]
 
 
+def test_metallb_addresses_are_start_end_ranges_and_cidrs() -> None:
+    """MetalLB's ``spec.addresses`` are strings: a range as ``start-end``, a subnet or prefix as a CIDR."""
+    want, problem = pools.desired(pools.METALLB_POOL, ANN, SPEC, S)
+    assert problem is None
+    assert want == ["2001:db8:b:0:f000::-2001:db8:b:0:ffff:ffff:ffff:ffff",
+                    "2001:db8:a:0:f000::-2001:db8:a:0:ffff:ffff:ffff:ffff"]  # fmt: skip
+    want, _ = pools.desired(pools.METALLB_POOL, {pools.NAME: "home", pools.SUBNET: "lan2"},
+                            SPEC, status(("2001:db8:100::/56", "active")))  # fmt: skip
+    assert want == ["2001:db8:100:2::/64"]
+    want, _ = pools.desired(pools.METALLB_POOL, {pools.NAME: "home"}, SPEC, S)
+    assert want == ["2001:db8:b::/64", "2001:db8:a::/64"]
+
+
 @pytest.mark.parametrize(
     ("ann", "fragment"),
     [

@@ -11,7 +11,6 @@ Steps: prefix A; B arrives (A deprecated, still valid); A expires.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -20,18 +19,11 @@ from kubernetes import client as k8s
 
 from tests.clusterd.conftest import NS
 from tests.clusterd.test_clusterd import (
-    RANGE,
     V4,
     block,
-    condition,
-    create_dp,
-    events_for,
-    get_dp,
 )
 from tests.clusterd.test_ha_services import (
-    HA,
     IPS,
-    MLB,
     SIMPLE,
     annotations,
     at,
@@ -41,11 +33,10 @@ from tests.clusterd.test_ha_services import (
     prefix_a_with_web,
     send,
     service,
-    wait_annotations,
     wait_pool,
 )
 from tests.ground.apiserver import KubeAPI
-from tests.ground.lbipam import METALLB_NAMESPACE, IngressLog
+from tests.ground.lbipam import IngressLog
 from tests.ground.messages import prefix
 from tests.ground.waiting import wait_until
 
@@ -160,69 +151,3 @@ def test_simple_mode_a_service_on_a_gets_a_b_address_once_a_is_gone(
     record_property("simple_mode_readdress_seconds", round(took, 3))
     print(f"simple mode: the Service moved from {a} to {b} {took:.3f} s after A expired")
     assert ingress.history("plain") == [(a,), (b,)], "the Service was without an address or moved twice"
-
-
-# -- MetalLB --------------------------------------------------------------------------------
-
-
-def events(kube: KubeAPI, name: str) -> list[k8s.CoreV1Event]:
-    return [
-        e
-        for e in k8s.CoreV1Api(kube.admin()).list_namespaced_event(NS).items
-        if e.involved_object.name == name
-    ]
-
-
-def metallb_pool(kube: KubeAPI, *addresses: str) -> None:
-    """An IPAddressPool written by the test: clusterd does not sync MetalLB pools yet (issue 16)."""
-    k8s.CustomObjectsApi(kube.admin()).create_namespaced_custom_object(
-        "metallb.io", "v1beta1", METALLB_NAMESPACE, "ipaddresspools", {
-            "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
-            "metadata": {"name": "lb", "namespace": METALLB_NAMESPACE},
-            "spec": {"addresses": list(addresses)},
-        })  # fmt: skip
-
-
-def test_metallb_ha_limitation_is_reported_not_written(
-    cluster: KubeAPI, metallb_ingress: IngressLog, ha: Any
-) -> None:
-    """MetalLB holds one address per family: clusterd moves the Service to B and says what is lost.
-
-    It must not ask for two IPv6 addresses (MetalLB then allocates nothing at all).
-    """
-    create_dp(cluster, addressRanges=[RANGE], transition=HA)
-    a_block, b_block = block(A), block(B)
-    metallb_pool(cluster, f"{a_block['start']}-{a_block['stop']}", f"{b_block['start']}-{b_block['stop']}")
-    cd = ha()
-    send(cd, 1, prefix(A))
-    service(cluster, "web", {"dynamic-prefix.io/ip-annotation": "metallb"})
-    (a,) = metallb_ingress.wait("web", one_address, "an A address from MetalLB")
-    assert in_range(A, a), a
-    wait_annotations(cluster, "web", a, a, key=MLB)
-    wait_until(lambda: condition(get_dp(cluster), "ServicesSynced") == ("True", "Synced"), what="in step")
-    send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))
-
-    def requested_v6() -> list[str]:
-        value = annotations(cluster, "web").get(MLB, "")
-        return [ip for ip in value.split(",") if ":" in ip]
-
-    def reported() -> bool:
-        return "MetalLBOneAddressPerFamily" in events_for(cluster, "web")
-
-    # clusterd either reports the limit (right) or asks for both addresses (what MetalLB refuses).
-    wait_until(lambda: reported() or len(requested_v6()) > 1, what="clusterd acting on prefix B for web")
-    assert len(requested_v6()) <= 1, f"clusterd asked MetalLB for {requested_v6()}, which it refuses"
-    wait_annotations(cluster, "web", at(B, a), at(B, a), key=MLB)
-    wait_until(lambda: condition(get_dp(cluster), "ServicesSynced") == ("False", "MetalLBOneAddressPerFamily"),
-               what="ServicesSynced names the MetalLB limitation")  # fmt: skip
-    assert f"old connections on {a} are not kept" in json.dumps(get_dp(cluster)["status"]["conditions"])
-    assert any(
-        e.type == "Warning" and e.reason == "MetalLBOneAddressPerFamily" for e in events(cluster, "web")
-    )
-    metallb_ingress.wait("web", lambda ips: ips == (at(B, a),), "MetalLB moving web to its B address")
-    assert [ips for ips in metallb_ingress.history("web") if ips] == [(a,), (at(B, a),)], (
-        f"web held an address clusterd did not ask for: {metallb_ingress.history('web')}"
-    )
-    assert not [e for e in events(cluster, "web") if e.reason == "AllocationFailed"], (
-        "MetalLB refused a request"
-    )

@@ -22,6 +22,7 @@ CILIUM_CRD_DIR = "pkg/k8s/apis/cilium.io/client/crds"
 METALLB_CRD_DIR = "config/crd/bases"
 #: The kinds clusterd writes; Cilium <= 1.17 served them as cilium.io/v2alpha1 only.
 CILIUM_CLUSTERD_KINDS = ("ciliumloadbalancerippools.cilium.io", "ciliumcidrgroups.cilium.io")
+METALLB_POOLS = "ipaddresspools.metallb.io"
 
 
 @functools.cache

@@ -3,7 +3,7 @@
 The ServiceAccount, ClusterRole and Role come from ``helm template`` of the
 chart itself; clusterd runs with that ServiceAccount's token against the
 RBAC-enforcing kube-apiserver and does everything it does in production
-(leader election, status, pools, CIDR groups, HA Services, Events). Then each
+(leader election, status, Cilium and MetalLB pools, CIDR groups, HA Services, Events). Then each
 rule is removed in turn and the same scenario must fail somewhere, with the
 API server refusing (403, read from its audit log) a request that rule grants:
 a run that fails only for being slow proves nothing.
@@ -61,6 +61,7 @@ def scenario(kube: KubeAPI, token: str, work: Path) -> str | None:
     admin = kube.admin()
     custom, core = k8s.CustomObjectsApi(admin), k8s.CoreV1Api(admin)
     dp, router, pool, group, svc = f"home-{n}", f"edge-{n}", f"pool-{n}", f"grp-{n}", f"web-{n}"
+    mlb = f"mlb-{n}"
     custom.create_cluster_custom_object("dynamic-prefix.io", "v1alpha1", "dynamicprefixes", {
         "apiVersion": "dynamic-prefix.io/v1alpha1", "kind": "DynamicPrefix", "metadata": {"name": dp},
         "spec": {"acquisition": {"routerd": {"router": router, "interface": "br-lan"}},
@@ -71,6 +72,9 @@ def scenario(kube: KubeAPI, token: str, work: Path) -> str | None:
     custom.create_cluster_custom_object("cilium.io", "v2", "ciliumloadbalancerippools", {
         "apiVersion": "cilium.io/v2", "kind": "CiliumLoadBalancerIPPool",
         "metadata": {"name": pool, "annotations": ann}, "spec": {"blocks": []}})  # fmt: skip
+    custom.create_namespaced_custom_object("metallb.io", "v1beta1", "apps", "ipaddresspools", {
+        "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+        "metadata": {"name": mlb, "annotations": ann}, "spec": {"addresses": []}})  # fmt: skip
     custom.create_cluster_custom_object("cilium.io", "v2", "ciliumcidrgroups", {
         "apiVersion": "cilium.io/v2", "kind": "CiliumCIDRGroup",
         "metadata": {"name": group, "annotations": {"dynamic-prefix.io/name": dp}},
@@ -103,6 +107,8 @@ def scenario(kube: KubeAPI, token: str, work: Path) -> str | None:
         ("status written", CHECK_SECONDS, lambda: dp_status().get("status", {}).get("currentPrefix") == A),
         ("pool synced", CHECK_SECONDS, lambda: custom.get_cluster_custom_object(
             "cilium.io", "v2", "ciliumloadbalancerippools", pool)["spec"]["blocks"]),
+        ("MetalLB pool synced", CHECK_SECONDS, lambda: custom.get_namespaced_custom_object(
+            "metallb.io", "v1beta1", "apps", "ipaddresspools", mlb)["spec"]["addresses"]),
         ("CIDR group synced", CHECK_SECONDS, lambda: custom.get_cluster_custom_object(
             "cilium.io", "v2", "ciliumcidrgroups", group)["spec"]["externalCIDRs"]),
         ("Service annotated", CHECK_SECONDS, lambda: "lbipam.cilium.io/ips" in (

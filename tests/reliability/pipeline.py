@@ -2,9 +2,10 @@
 
 radvd (router namespace) -> routerd (host namespace) -> Mosquitto (a broker
 of the test's own, so it can be killed) -> clusterd -> kube-apiserver (and
-Cilium's LB-IPAM where a test runs it), with a DynamicPrefix, a pool, a CIDR
-group and an HA Service that each also carry the user's own entries. A watch records every version of the DynamicPrefix
-so the invariants can look at the whole history, not just the end.
+Cilium's LB-IPAM where a test runs it), with a DynamicPrefix, a Cilium pool, a
+MetalLB pool, a CIDR group and an HA Service that each also carry the user's
+own entries. A watch records every version of the DynamicPrefix so the
+invariants can look at the whole history, not just the end.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ USER_STATIC = {"cidr": "2001:db8:ffff::/120"}
 USER_CIDR = "198.51.100.0/24"
 USER_SVC_IP = "192.0.2.10"
 USER_DNS = "203.0.113.7"
+METALLB_POOLS = ("metallb.io", "v1beta1", "apps", "ipaddresspools")
+USER_MLB = "192.0.2.128/28"
 IPS, DNS = "lbipam.cilium.io/ips", "external-dns.alpha.kubernetes.io/target"
 
 
@@ -98,6 +101,10 @@ class Pipeline:
         self.custom.create_cluster_custom_object("cilium.io", "v2", "ciliumloadbalancerippools", {
             "apiVersion": "cilium.io/v2", "kind": "CiliumLoadBalancerIPPool",
             "metadata": {"name": "lb-pool", "annotations": ann}, "spec": {"blocks": [USER_V4, USER_STATIC]},
+        })  # fmt: skip
+        self.custom.create_namespaced_custom_object(*METALLB_POOLS, {
+            "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+            "metadata": {"name": "lb", "annotations": ann}, "spec": {"addresses": [USER_MLB]},
         })  # fmt: skip
         self.custom.create_cluster_custom_object("cilium.io", "v2", "ciliumcidrgroups", {
             "apiVersion": "cilium.io/v2", "kind": "CiliumCIDRGroup",
@@ -166,6 +173,9 @@ class Pipeline:
         obj = self.custom.get_cluster_custom_object("cilium.io", "v2", "ciliumloadbalancerippools", "lb-pool")
         return list(obj["spec"]["blocks"])
 
+    def metallb_pool(self) -> list[str]:
+        return list(self.custom.get_namespaced_custom_object(*METALLB_POOLS, "lb")["spec"]["addresses"])
+
     def wait_current(self, prefix: str, timeout: float = 60.0) -> None:
         def ok() -> bool:
             try:
@@ -198,13 +208,18 @@ class Pipeline:
 
     def check_invariants(self) -> None:
         """No valid block lost, users' entries untouched, no older state applied, processes healthy."""
-        pool = self.pool()
+        pool, metallb = self.pool(), self.metallb_pool()
         for prefix in self.advertised.still_valid():
             if any(v.get("status", {}).get("currentPrefix") == prefix for v in [*self.versions, self.dp()]):
                 assert block(prefix) in pool, (
                     f"the pool lost {prefix}'s block while it was still valid: {pool}"
                 )
+                b = block(prefix)
+                assert f"{b['start']}-{b['stop']}" in metallb, (
+                    f"the MetalLB pool lost {prefix}'s range while it was still valid: {metallb}"
+                )
         assert USER_V4 in pool and USER_STATIC in pool, f"a user's block changed: {pool}"
+        assert USER_MLB in metallb, f"the user's MetalLB entry changed: {metallb}"
         group = self.custom.get_cluster_custom_object("cilium.io", "v2", "ciliumcidrgroups", "egress")
         assert USER_CIDR in group["spec"]["externalCIDRs"], "the user's CIDR changed"
         ann = self.core.read_namespaced_service("web", "apps").metadata.annotations or {}
