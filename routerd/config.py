@@ -121,6 +121,11 @@ class MQTTSection(_Section):
     )
     keepalive: int = Field(30, ge=5, le=3600, description="Seconds.")
     client_id: str | None = Field(None, description="Default: routerd-<router_id>.")
+    homeassistant_discovery: bool | None = Field(
+        None,
+        description="true: announce each interface's current prefix to Home Assistant as a sensor (retained "
+        "config on homeassistant/sensor/<id>/config); false: remove those announcements; unset: leave them alone.",
+    )
 
     @model_validator(mode="after")
     def _one_password_source(self) -> MQTTSection:
@@ -179,6 +184,29 @@ class WebhookSection(_Section):
         )
 
 
+class ExecSection(_Section):
+    """Run a command when the state changes: the message on stdin, DYNAMIC_PREFIX_* in the environment."""
+
+    command: tuple[Annotated[str, Field(min_length=1)], ...] = Field(
+        min_length=1,
+        description="Program and arguments, run without a shell (write sh -c '...' for one).",
+    )
+    timeout: float = Field(
+        30.0, gt=0, le=3600, description="Seconds a run may take; then its process group is killed."
+    )
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _a_list(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            raise ValueError(
+                'give the program and its arguments as a list, e.g. ["/usr/local/bin/hook", "--flag"] '
+                "(UCI: one `list command` line each); it runs without a shell: "
+                'for one write ["sh", "-c", "..."]'
+            )
+        return v
+
+
 class Config(_Section):
     """The whole file; every section is optional."""
 
@@ -207,6 +235,7 @@ class Config(_Section):
     stdout: StdoutSection = Field(default_factory=StdoutSection)
     mqtt: MQTTSection | None = Field(None, description="MQTT sink.")
     webhook: tuple[WebhookSection, ...] = Field((), description="Webhook sinks ([[webhook]] tables).")
+    exec: tuple[ExecSection, ...] = Field((), description="Command hooks ([[exec]] tables).")
 
     @field_validator("interface")
     @classmethod

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import signal
 import socket
 import time
@@ -111,6 +112,10 @@ def build_sinks(cfg: cfgmod.Config) -> list[Sink]:
         from routerd.adapters.webhook import WebhookSink
 
         sinks.append(WebhookSink(w, w.secret(), setting=f"webhook.{i}"))
+    for i, x in enumerate(cfg.exec):
+        from routerd.adapters.exec_hook import ExecSink
+
+        sinks.append(ExecSink(x, setting=f"exec.{i}"))
     return sinks
 
 
@@ -128,6 +133,7 @@ def sink_summary(cfg: cfgmod.Config) -> str:
     on += [f"webhook {w.url}" for w in cfg.webhook]
     if not cfg.webhook:
         off.append("webhook off")
+    on += [f"exec {shlex.join(x.command)}" for x in cfg.exec]
     if cfg.stdout_enabled:
         on.append("stdout")
     else:

@@ -11,6 +11,8 @@ The keys are routerd.toml's keys; UCI section types name the TOML tables::
         option host 'broker.lan'
     config webhook                   # [[webhook]], repeatable
         option url 'https://...'
+    config exec                      # [[exec]], repeatable
+        list command '/usr/bin/hook'
 
 Values are strings, as in UCI; pydantic turns '1'/'0', 'true'/'false' and
 numbers into what each key wants. Errors name the section and option.
@@ -24,7 +26,7 @@ from typing import Any
 from routerd.config import ConfigError
 
 TABLES = {"tracker", "publish", "stdout", "mqtt"}
-REPEATED = {"interface", "webhook"}
+REPEATED = {"interface", "webhook", "exec"}
 ENABLED = "enabled"
 """``option enabled '0'`` turns a section off (the OpenWrt convention)."""
 
@@ -70,6 +72,6 @@ def parse_uci(text: str, origin: str = "/etc/config/routerd") -> dict[str, Any]:
         else:
             raise ConfigError(
                 f"{origin}:{lineno}: unknown section type {stype!r}; "
-                f"use routerd, interface, webhook, {', '.join(sorted(TABLES))}"
+                f"use routerd, interface, webhook, exec, {', '.join(sorted(TABLES))}"
             )
     return doc
