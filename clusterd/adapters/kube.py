@@ -311,6 +311,21 @@ class Kube:
         return await self._call(self.coordination.replace_namespaced_lease, lease.metadata.name, namespace,
                                 lease, _request_timeout=deadline, _pool=self._lease_pool)  # fmt: skip
 
+    # -- any namespaced object ------------------------------------------------------------------
+
+    async def patch(self, resource: Resource, obj: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch one namespaced object with ``body`` (which carries the resourceVersion planned from)."""
+        return await self._call(self._patch, resource, obj, body)
+
+    def _patch(self, resource: Resource, obj: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        m = obj["metadata"]
+        # The custom-objects call is the generic /apis/<group>/<version>/namespaces/<ns>/<plural>/<name>
+        # path with a JSON merge patch: it serves built-in groups (networking.k8s.io) as well.
+        got = self.custom.patch_namespaced_custom_object(resource.group, resource.version, m["namespace"],
+                                                         resource.plural, m["name"], body)  # fmt: skip
+        self.writes += 1
+        return _as_dict(_trim(got))
+
 
 class Watcher:
     """List, then watch, one kind of object in a thread; deliver events on the event loop.

@@ -43,6 +43,10 @@ def summarize(count: int, problems: dict[ObjectKey, tuple[str, str]]) -> Conditi
     return False, reason, "; ".join(shown) + (f"; and {more} more (see the Services' Events)" if more else "")
 
 
+def _named(key: ObjectKey) -> str:
+    return f"{key.namespace}/{key.name}" if key.namespace else key.name
+
+
 class Sync:
     def __init__(
         self, cache: Cache, writer: Writer, enqueue: Callable[[Key], None], ip_annotation: str
@@ -99,8 +103,6 @@ class Sync:
     ) -> Condition:
         """Write each holder's ``grow`` step, or with ``final`` its final list in one write."""
         holders = [t for t in self.cache.targets.values() if not t.consumer]
-        if not any(t.kind in self.cache.served for t in holders):
-            return False, "CiliumCRDsMissing", f"no {' or '.join(t.kind for t in holders)} CRD is served"
         ctx, problems, synced = self.context(dp), [], 0
         for t in holders:
             if t.kind not in self.cache.served:
@@ -113,7 +115,7 @@ class Sync:
                 if w is None and outcome is None:
                     self.writer.unchanged(t, key.name)
                 if outcome is not None:
-                    problems.append(f"{t.kind} {key.name}: {outcome[1]}")
+                    problems.append(f"{t.kind} {_named(key)}: {outcome[1]}")
                     await self._problem(key, obj, outcome, False)
                     continue
                 await self._problem(key, obj, None, False)
@@ -124,7 +126,10 @@ class Sync:
                     )
         if problems:
             return False, "PoolProblems", "; ".join(problems)
-        return True, "Synced", f"{synced} pool(s) and CIDR group(s) in step"
+        crds = [t for t in holders if t.crd]  # built-in kinds (NetworkPolicies) are written all the same
+        if not any(t.kind in self.cache.served for t in crds):
+            return False, "CiliumCRDsMissing", f"no {' or '.join(t.kind for t in crds)} CRD is served"
+        return True, "Synced", f"{synced} pool(s), CIDR group(s) and NetworkPolicies in step"
 
     async def orphaned(self, dp: str) -> None:
         """The DynamicPrefix is gone: its holders keep what they have, and say so once."""

@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from clusterd import crd
-from clusterd.adapters.kube import ApiError, Gone, Kube, Ref
+from clusterd.adapters.kube import ApiError, Gone, Kube, Ref, Resource
 from clusterd.controller.cache import Cache, Obj
 from clusterd.core.status import Event
 from clusterd.metrics import Metrics
@@ -80,7 +80,11 @@ class Writer:
                 assert p.entries is not None
                 got = await self.kube.patch_list(self.cache.served[t.kind], t.plural, obj, p.field, p.entries,
                                                  dict(p.annotations))  # fmt: skip
-            else:  # the one built-in kind written today: a Service's annotations
+            elif p.spec is not None:  # a built-in kind's spec (a NetworkPolicy's rules)
+                body = {"metadata": {"resourceVersion": m["resourceVersion"], "annotations": dict(p.annotations)},
+                        "spec": dict(p.spec)}  # fmt: skip
+                got = await self.kube.patch(Resource(t.group, self.cache.served[t.kind], t.plural), obj, body)
+            else:  # a Service's annotations
                 got = await self.kube.patch_service_annotations(obj, dict(p.annotations))
         except Gone:
             return None

@@ -6,13 +6,14 @@ targets share a kind of work: holders are written in this order.
 
 from __future__ import annotations
 
-from clusterd.targets import cidr_group, cilium_pool, services_ha
+from clusterd.targets import cidr_group, cilium_pool, network_policy, services_ha
 from clusterd.targets.base import Rule, Target
 
 TARGETS: tuple[Target, ...] = (
     cilium_pool.TARGET,
     cidr_group.TARGET,
     services_ha.TARGET,
+    network_policy.TARGET,
 )
 
 OWN_RULES: tuple[Rule, ...] = (
