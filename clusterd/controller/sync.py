@@ -113,7 +113,7 @@ class Sync:
                 refused = None if w is None else await self._write(t, key, obj, w)
                 outcome = self._outcome(p, refused)
                 if w is None and outcome is None:
-                    self.writer.unchanged(t, key.name)
+                    self.writer.unchanged(t, _named(key))
                 if outcome is not None:
                     problems.append(f"{t.kind} {_named(key)}: {outcome[1]}")
                     await self._problem(key, obj, outcome, False)

@@ -73,7 +73,8 @@ class Writer:
         """Write ``p`` at the version ``obj`` was read; None when the object is gone."""
         self.fence()
         m = obj["metadata"]
-        what = f"{t.kind} {m['name']}"
+        who = f"{m['namespace']}/{m['name']}" if m.get("namespace") else m["name"]
+        what = f"{t.kind} {who}"
         try:
             if t.crd:
                 assert p.field is not None
@@ -89,15 +90,15 @@ class Writer:
         except Gone:
             return None
         except ApiError as e:
-            self._count(t, m["name"], "failed")
+            self._count(t, who, "failed")
             if permanent(e):
                 raise Permanent(what, e) from e
             raise
         except Exception:
-            self._count(t, m["name"], "failed")
+            self._count(t, who, "failed")
             raise
         self.metrics.api_writes.labels(t.metric).inc()
-        self._count(t, m["name"], "written")
+        self._count(t, who, "written")
         self.cache.written(t.kind, obj, got)
         return got
 
