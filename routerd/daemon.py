@@ -116,6 +116,10 @@ def build_sinks(cfg: cfgmod.Config) -> list[Sink]:
         from routerd.adapters.exec_hook import ExecSink
 
         sinks.append(ExecSink(x, setting=f"exec.{i}"))
+    if cfg.nftables is not None:
+        from routerd.adapters.nft import NftSink
+
+        sinks.append(NftSink(cfg.nftables))
     return sinks
 
 
@@ -134,6 +138,13 @@ def sink_summary(cfg: cfgmod.Config) -> str:
     if not cfg.webhook:
         off.append("webhook off")
     on += [f"exec {shlex.join(x.command)}" for x in cfg.exec]
+    if cfg.nftables is not None:
+        n = cfg.nftables
+        on.append(
+            f"nftables sets in table inet {n.table}"
+            if n.mode == "table"
+            else f"fw4 sets via {n.loadfile_dir}"
+        )
     if cfg.stdout_enabled:
         on.append("stdout")
     else:

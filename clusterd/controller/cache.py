@@ -171,9 +171,6 @@ class Cache:
                 if cached.pop(ident, None) is not None and t.consumer:
                     keys.append(ObjectKey(t.kind, *ident))  # its problem and its count go
                 continue
-            # Items of a list carry no kind; an Event about the object needs it.
-            o.setdefault("apiVersion", "/".join(x for x in (t.group, self.served.get(t.kind, "")) if x))
-            o.setdefault("kind", t.kind)
             cached[ident] = o
             old = previous.get(ident)
             stuck = ObjectKey(t.kind, *ident) in self.refused

@@ -24,7 +24,6 @@ import asyncio
 import json
 import logging
 import re
-import ssl
 import sys
 import threading
 from typing import Any
@@ -35,35 +34,13 @@ from paho.mqtt.properties import Properties
 
 from routerd import __version__
 from routerd.adapters.delivery import Delivery, explain
-from routerd.config import MQTTSection, tls_context
+from routerd.adapters.mqttclient import UNSUPPORTED_PROTOCOL, make_client, reason_code
+from routerd.config import MQTTSection
 from routerd.core.wire import PrefixState
 from routerd.logs import RateLimited, kv
+from routerd.settings import tls_context
 
 LOG = logging.getLogger("routerd.mqtt")
-PAHO2 = hasattr(mqtt, "CallbackAPIVersion")
-UNSUPPORTED_PROTOCOL = {1, 132}  # MQTT 3.1.1 CONNACK code 1; MQTT 5 reason code 0x84
-
-
-def _code(rc: Any) -> int:
-    return int(getattr(rc, "value", rc))
-
-
-def make_client(
-    client_id: str, *, v5: bool, username: str | None, password: str | None, tls: ssl.SSLContext | None
-) -> mqtt.Client:
-    """A paho client (1.6 or 2.x) with credentials and verified TLS (``tls``: from
-    :func:`routerd.config.tls_context`); clusterd's subscriber uses it too."""
-    proto = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
-    if PAHO2:
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto)  # type: ignore[attr-defined,unused-ignore]
-    else:
-        c = mqtt.Client(client_id=client_id, protocol=proto)
-    if username:
-        c.username_pw_set(username, password)
-    if tls is not None:
-        c.tls_set_context(tls)
-    c.reconnect_delay_set(min_delay=1, max_delay=60)
-    return c
 
 
 def expiry(msg: PrefixState) -> int | None:
@@ -267,7 +244,7 @@ class MQTTSink:
     # -- paho callbacks (paho's thread) -------------------------------------------------------
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, *rest: Any) -> None:
-        code = _code(rc)
+        code = reason_code(rc)
         if code != 0:
             if code in UNSUPPORTED_PROTOCOL and self._v5 and self.cfg.protocol == "auto":
                 LOG.info("broker does not speak MQTT 5: falling back to 3.1.1")
