@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING
 
 from clusterd.adapters import kubeconfig
 from clusterd.adapters.health import HealthServer
-from clusterd.adapters.kube import CRDS, DYNAMIC_PREFIXES, SERVICES, Kube, Resource, Watcher
+from clusterd.adapters.kube import CRDS, DYNAMIC_PREFIXES, Kube, Resource, Watcher
 from clusterd.adapters.leader import LeaderElector
 from clusterd.config import Config, read_secret
 from clusterd.controller import Controller
 from clusterd.core.lease import Timing
 from clusterd.metrics import Metrics
-from clusterd.targets import by_kind, services_ha
+from clusterd.targets import TARGETS, by_kind
 from routerd.logs import kv
 
 if TYPE_CHECKING:
@@ -62,7 +62,9 @@ class Clusterd:
         receivers = await self._start_receivers()
         self._watchers.append(self.kube.watch("dynamicprefixes", DYNAMIC_PREFIXES, ctl.on_dp))
         self._watchers.append(self.kube.watch("crds", CRDS, ctl.on_crd))
-        self._watchers.append(self.kube.watch("services", SERVICES, ctl.on_object(services_ha.TARGET)))
+        for built_in in (t for t in TARGETS if not t.crd):  # always served, one version
+            resource = Resource(built_in.group, built_in.versions[0], built_in.plural)
+            self._watchers.append(self.kube.watch(built_in.plural, resource, ctl.on_object(built_in)))
         self._tasks.append(asyncio.create_task(ctl.run(), name="controller"))
         self.health = HealthServer(self.cfg.health_listen, ctl.ready, self.metrics, ctl.leading)
         await self.health.start()

@@ -32,8 +32,8 @@ class Metrics:
         )  # fmt: skip
         self.pool_syncs = Counter(
             "dynamic_prefix_pool_syncs",
-            "Pool and CIDR group sync steps (grow before the Services, shrink after), by result (written, "
-            "unchanged, failed).",
+            "Pool, CIDR group and NetworkPolicy (pool: namespace/name) sync steps (grow before the Services, "
+            "shrink after), by result (written, unchanged, failed).",
             ["kind", "pool", "result"], registry=r,
         )  # fmt: skip
         self.service_syncs = Counter(
@@ -44,7 +44,7 @@ class Metrics:
         )
         self.api_writes = Counter(
             "dynamic_prefix_api_writes",
-            "Writes to the Kubernetes API, by what was written (status, pool, service).",
+            "Writes to the Kubernetes API, by what was written (status, pool, service, networkpolicy).",
             ["resource"],
             registry=r,
         )

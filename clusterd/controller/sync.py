@@ -43,6 +43,10 @@ def summarize(count: int, problems: dict[ObjectKey, tuple[str, str]]) -> Conditi
     return False, reason, "; ".join(shown) + (f"; and {more} more (see the Services' Events)" if more else "")
 
 
+def _named(key: ObjectKey) -> str:
+    return f"{key.namespace}/{key.name}" if key.namespace else key.name
+
+
 class Sync:
     def __init__(
         self, cache: Cache, writer: Writer, enqueue: Callable[[Key], None], ip_annotation: str
@@ -104,8 +108,6 @@ class Sync:
         with a hundred pools waits for the slowest, not for the sum).
         """
         holders = [t for t in self.cache.targets.values() if not t.consumer]
-        if not any(t.kind in self.cache.served for t in holders):
-            return False, "PoolCRDsMissing", f"no {' or '.join(t.kind for t in holders)} CRD is served"
         ctx = self.context(dp)
         steps = [self._holder(t, key, obj, t.desired(spec, status, obj, ctx), final)
                  for t in holders if t.kind in self.cache.served
@@ -117,7 +119,10 @@ class Sync:
         problems = [r for r in results if isinstance(r, str)]
         if problems:
             return False, "PoolProblems", "; ".join(problems)
-        return True, "Synced", f"{len(results)} pool(s) and CIDR group(s) in step"
+        crds = [t for t in holders if t.crd]  # built-in kinds (NetworkPolicies) are written all the same
+        if not any(t.kind in self.cache.served for t in crds):
+            return False, "PoolCRDsMissing", f"no {' or '.join(t.kind for t in crds)} CRD is served"
+        return True, "Synced", f"{len(results)} pool(s), CIDR group(s) and NetworkPolicies in step"
 
     async def _holder(self, t: Target, key: ObjectKey, obj: Obj, p: Plan, final: bool) -> str | None:
         """One holder's step; the line for the condition when it is not in step."""
@@ -127,9 +132,9 @@ class Sync:
         outcome = self._outcome(p, refused)
         await self._problem(key, obj, outcome, False)
         if outcome is not None:
-            return f"{t.kind} {key.name}: {outcome[1]}"
+            return f"{t.kind} {_named(key)}: {outcome[1]}"
         if w is None:
-            self.writer.unchanged(t, key.name)
+            self.writer.unchanged(t, _named(key))
         else:
             LOG.info("pool synced", extra=kv(kind=t.kind, pool=key.name, entries=len(w.entries or [])))
         return None

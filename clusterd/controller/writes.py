@@ -73,29 +73,35 @@ class Writer:
         """Write ``p`` at the version ``obj`` was read; None when the object is gone."""
         self.fence()
         m = obj["metadata"]
-        what = f"{t.kind} {m['name']}"
+        who = f"{m['namespace']}/{m['name']}" if m.get("namespace") else m["name"]
+        what = f"{t.kind} {who}"
         try:
-            if t.crd:  # a list under spec and the record, at the planned version
-                assert p.field is not None
-                assert p.entries is not None
+            if t.crd or p.spec is not None:  # spec fields and the record, at the planned version
+                if p.spec is not None:  # a built-in kind's spec (a NetworkPolicy's rules)
+                    spec = dict(p.spec)
+                else:  # a custom kind's one list
+                    assert p.field is not None
+                    assert p.entries is not None
+                    spec = {p.field: p.entries}
                 meta = {"resourceVersion": m["resourceVersion"], "annotations": dict(p.annotations)}
-                got = await self.kube.patch(Resource(t.group, self.cache.served[t.kind], t.plural),
-                                            m.get("namespace"), m["name"],
-                                            {"metadata": meta, "spec": {p.field: p.entries}})  # fmt: skip
-            else:  # the one built-in kind written today: a Service's annotations
+                resource = Resource(t.group, self.cache.served[t.kind], t.plural)
+                got = await self.kube.patch(
+                    resource, m.get("namespace"), m["name"], {"metadata": meta, "spec": spec}
+                )
+            else:  # a Service's annotations
                 got = await self.kube.patch_service_annotations(obj, dict(p.annotations))
         except Gone:
             return None
         except ApiError as e:
-            self._count(t, m["name"], "failed")
+            self._count(t, who, "failed")
             if permanent(e):
                 raise Permanent(what, e) from e
             raise
         except Exception:
-            self._count(t, m["name"], "failed")
+            self._count(t, who, "failed")
             raise
         self.metrics.api_writes.labels(t.metric).inc()
-        self._count(t, m["name"], "written")
+        self._count(t, who, "written")
         self.cache.written(t.kind, obj, got)
         return got
 

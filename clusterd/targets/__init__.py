@@ -6,7 +6,7 @@ targets share a kind of work: holders are written in this order.
 
 from __future__ import annotations
 
-from clusterd.targets import cidr_group, cilium_pool, metallb_pool, services_ha
+from clusterd.targets import cidr_group, cilium_pool, metallb_pool, network_policy, services_ha
 from clusterd.targets.base import Rule, Target
 
 TARGETS: tuple[Target, ...] = (
@@ -14,13 +14,14 @@ TARGETS: tuple[Target, ...] = (
     cidr_group.TARGET,
     metallb_pool.TARGET,
     services_ha.TARGET,
+    network_policy.TARGET,
 )
 
 OWN_RULES: tuple[Rule, ...] = (
     Rule("dynamic-prefix.io", "dynamicprefixes", ("list", "watch")),  # the cache; never GET one by one
     Rule("dynamic-prefix.io", "dynamicprefixes/status", ("update",)),  # PUT at the planned resourceVersion
     Rule("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch")),  # which versions are served
-    Rule("", "events", ("create",)),  # Events on DynamicPrefixes and the targets' objects
+    Rule("events.k8s.io", "events", ("create", "patch")),  # Events; a repeat is patched into its series
 )
 """What clusterd needs beyond its targets (the Lease's Role is separate, namespaced)."""
 

@@ -49,6 +49,8 @@ class Patch:
     annotations: Mapping[str, str | None]
     field: str | None = None
     entries: list[Any] | None = None
+    spec: Mapping[str, Any] | None = None
+    """Fields of a built-in kind's ``spec`` to set (a NetworkPolicy's ``ingress`` and ``egress``)."""
 
 
 @dataclass(frozen=True)

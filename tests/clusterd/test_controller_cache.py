@@ -84,8 +84,14 @@ def test_served_versions_come_from_the_crds_and_prefer_v2() -> None:
     keys = cache.on_crd("SYNC", [crd("ciliumloadbalancerippools", "v2alpha1", "v2"),
                                  crd("ciliumcidrgroups", "v2alpha1")])  # fmt: skip
     assert keys == [DynamicPrefixKey("home")]
-    assert cache.served == {"Service": "v1", "CiliumLoadBalancerIPPool": "v2", "CiliumCIDRGroup": "v2alpha1"}
-    assert cache.lists_pending() == ["CiliumCIDRGroup", "CiliumLoadBalancerIPPool", "Service"]
+    assert cache.served == {"Service": "v1", "NetworkPolicy": "v1", "CiliumLoadBalancerIPPool": "v2",
+                            "CiliumCIDRGroup": "v2alpha1"}  # fmt: skip
+    assert cache.lists_pending() == [
+        "CiliumCIDRGroup",
+        "CiliumLoadBalancerIPPool",
+        "NetworkPolicy",
+        "Service",
+    ]
     assert cache.on_crd("DELETED", crd("ciliumcidrgroups", "v2alpha1")) == [DynamicPrefixKey("home")]
     assert "CiliumCIDRGroup" not in cache.served
 

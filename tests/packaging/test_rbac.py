@@ -3,7 +3,7 @@
 The ServiceAccount, ClusterRole and Role come from ``helm template`` of the
 chart itself; clusterd runs with that ServiceAccount's token against the
 RBAC-enforcing kube-apiserver and does everything it does in production
-(leader election, status, Cilium and MetalLB pools, CIDR groups, HA Services, Events). Then each
+(leader election, status, Cilium and MetalLB pools, CIDR groups, HA Services, NetworkPolicies, Events). Then each
 rule is removed in turn and the same scenario must fail somewhere, with the
 API server refusing (403, read from its audit log) a request that rule grants:
 a run that fails only for being slow proves nothing.
@@ -84,6 +84,10 @@ def scenario(kube: KubeAPI, token: str, work: Path) -> str | None:
         metadata=k8s.V1ObjectMeta(name=svc, annotations={**ann, "dynamic-prefix.io/host-suffix": "::f000:0:0:9"}),
         spec=k8s.V1ServiceSpec(type="LoadBalancer", ip_families=["IPv6"],
                                ports=[k8s.V1ServicePort(port=80)])))  # fmt: skip
+    netpol = f"allow-lan-{n}"
+    k8s.NetworkingV1Api(admin).create_namespaced_network_policy("apps", {
+        "metadata": {"name": netpol, "annotations": {"dynamic-prefix.io/name": dp}},
+        "spec": {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}})  # fmt: skip
     kube.request("DELETE", f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/dp-dynamic-prefix")
     cd = Clusterd(kube, work / f"run-{n}", token=token, leader_election=True, identity=f"pod-{n}",
                   extra={"leaderElection": {"enabled": True, "leaseName": "dp-dynamic-prefix",
@@ -111,6 +115,9 @@ def scenario(kube: KubeAPI, token: str, work: Path) -> str | None:
             "metallb.io", "v1beta1", "apps", "ipaddresspools", mlb)["spec"]["addresses"]),
         ("CIDR group synced", CHECK_SECONDS, lambda: custom.get_cluster_custom_object(
             "cilium.io", "v2", "ciliumcidrgroups", group)["spec"]["externalCIDRs"]),
+        ("NetworkPolicy synced", CHECK_SECONDS, lambda: {"ipBlock": {"cidr": A}} in k8s.NetworkingV1Api(
+            admin).read_namespaced_network_policy(netpol, "apps", _preload_content=False).json()["spec"][
+            "ingress"][0]["from"]),
         ("Service annotated", CHECK_SECONDS, lambda: "lbipam.cilium.io/ips" in (
             core.read_namespaced_service(svc, "apps").metadata.annotations or {})),
         ("Event recorded", CHECK_SECONDS, lambda: any(
