@@ -225,6 +225,21 @@ class Condition(_Model):
     observed_generation: int | None = Field(None, alias="observedGeneration")
 
 
+MAX_TARGETS = 100
+"""Bound of status.targets: objects with a problem first; the conditions count every one."""
+
+
+class TargetStatus(_Model):
+    """One object clusterd keeps in step for this DynamicPrefix, and whether it is."""
+
+    kind: str = Field(max_length=63)
+    api_version: str = Field(alias="apiVersion", max_length=316)
+    name: str = Field(max_length=253)
+    namespace: str | None = Field(None, max_length=63)
+    synced: bool = Field(description="In step; else ``problem`` says why.")
+    problem: str | None = Field(None, max_length=1024)
+
+
 class DynamicPrefixStatus(_Model):
     current_prefix: str | None = Field(None, alias="currentPrefix")
     prefix_source: str | None = Field(None, alias="prefixSource")
@@ -247,6 +262,12 @@ class DynamicPrefixStatus(_Model):
     )
     observed_generation: int | None = Field(None, alias="observedGeneration")
     conditions: list[Condition] = []
+    targets: list[TargetStatus] = Field(
+        [],
+        max_length=MAX_TARGETS,
+        description="The objects clusterd keeps for this DynamicPrefix (pools, CIDR groups, BGP"
+        f" advertisements, HA Services), those with a problem first; at most {MAX_TARGETS}.",
+    )
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
@@ -356,6 +377,9 @@ def _printer_columns() -> list[dict[str, Any]]:
 
     return [
         {"name": "Prefix", "type": "string", "jsonPath": ".status.currentPrefix"},
+        {"name": "Ready", "type": "string", "jsonPath": condition("Ready", "status"),
+         "description": "Ready: a prefix is acquired, every pool, advertisement and Service is in step,"
+                        " nothing is degraded."},
         {"name": "Source", "type": "string", "jsonPath": ".status.prefixSource"},
         {"name": "Pools", "type": "string", "jsonPath": condition("PoolsSynced", "status"),
          "description": "PoolsSynced: every pool and CIDR group that names this DynamicPrefix is in step."},

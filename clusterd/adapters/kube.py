@@ -311,6 +311,38 @@ class Kube:
         return await self._call(self.coordination.replace_namespaced_lease, lease.metadata.name, namespace,
                                 lease, _request_timeout=deadline, _pool=self._lease_pool)  # fmt: skip
 
+    # -- whole objects of a CRD kind (objects clusterd creates and deletes) -------------------
+
+    async def create(self, resource: Resource, namespace: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        """Create an object of a custom resource kind; 409 (it exists) comes out as :class:`Conflict`."""
+        r = resource
+        if namespace is None:
+            got = await self._call(
+                self.custom.create_cluster_custom_object, r.group, r.version, r.plural, body
+            )
+        else:
+            got = await self._call(self.custom.create_namespaced_custom_object, r.group, r.version, namespace,
+                                   r.plural, body)  # fmt: skip
+        self.writes += 1
+        return _as_dict(_trim(got))
+
+    async def delete(
+        self, resource: Resource, namespace: str | None, name: str, resource_version: str
+    ) -> None:
+        """Delete an object, only if it is still at the version planned from (else 409)."""
+        r, opts = (
+            resource,
+            k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(resource_version=resource_version)),
+        )
+        if namespace is None:
+            await self._call(
+                self.custom.delete_cluster_custom_object, r.group, r.version, r.plural, name, body=opts
+            )
+        else:
+            await self._call(self.custom.delete_namespaced_custom_object, r.group, r.version, namespace, r.plural,
+                             name, body=opts)  # fmt: skip
+        self.writes += 1
+
 
 class Watcher:
     """List, then watch, one kind of object in a thread; deliver events on the event loop.

@@ -19,8 +19,8 @@ from clusterd.controller.keys import Key, ObjectKey, ServicesSyncedKey
 from clusterd.controller.writes import Permanent, Writer
 from clusterd.core.services import NOT_SYNCED
 from clusterd.core.status import Event
-from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
-from clusterd.targets.base import Context, Patch, Plan, Target
+from clusterd.crd import MAX_TARGETS, DynamicPrefixSpec, DynamicPrefixStatus, TargetStatus
+from clusterd.targets.base import Context, Create, Plan, Target, Write
 from routerd.logs import kv
 
 LOG = logging.getLogger("clusterd")
@@ -55,12 +55,16 @@ class Sync:
         """(reason, message) of each object not in step, as last announced."""
         self.counted: dict[ObjectKey, str] = {}
         """Consumer -> the DynamicPrefix whose condition last counted it."""
-        self.refused: dict[ObjectKey, tuple[str | None, Patch]] = {}
+        self.refused: dict[ObjectKey, tuple[str | None, Write]] = {}
         """The write the API server refused, at the object's version: not sent again unchanged."""
         self._slots = asyncio.Semaphore(WRITE_SLOTS)
 
     def context(self, dp: str | None) -> Context:
-        return Context(self.cache.placements(dp) if dp else None, self.cache.all_taken, self.ip_annotation)
+        if dp is None:
+            return Context(None, self.cache.all_taken, self.ip_annotation)
+        return Context(self.cache.placements(dp), self.cache.all_taken, self.ip_annotation,
+                       owner=self.cache.dps.get(dp),
+                       following=lambda kind: [o for _k, o in self.cache.following(kind, dp)])  # fmt: skip
 
     async def _problem(
         self, key: ObjectKey, obj: Obj, problem: tuple[str, str] | None, waiting: bool
@@ -75,7 +79,7 @@ class Sync:
         await self.writer.events(obj, [Event("Normal" if waiting else "Warning", *problem)])
         return True
 
-    async def _write(self, t: Target, key: ObjectKey, obj: Obj, p: Patch, summary: str = "") -> str | None:
+    async def _write(self, t: Target, key: ObjectKey, obj: Obj, p: Write, summary: str = "") -> str | None:
         """Write one patch; the refusal's text when the API server refused it (now or before)."""
         rv = obj["metadata"].get("resourceVersion")
         if (refused := self.refused.get(key)) is not None and refused == (rv, p):
@@ -120,11 +124,39 @@ class Sync:
                 synced += 1
                 if w is not None:
                     LOG.info(
-                        "pool synced", extra=kv(kind=t.kind, pool=key.name, entries=len(w.entries or []))
+                        "pool synced",
+                        extra=kv(
+                            kind=t.kind,
+                            pool=key.name,
+                            write=type(w).__name__,
+                            entries=len(getattr(w, "entries", None) or []),
+                        ),
                     )
+            if final:
+                problems += await self._create(t, dp, spec, status, ctx)
         if problems:
             return False, "PoolProblems", "; ".join(problems)
-        return True, "Synced", f"{synced} pool(s) and CIDR group(s) in step"
+        return True, "Synced", f"{synced} object(s) in step (pools, CIDR groups, advertisements)"
+
+    async def _create(
+        self, t: Target, dp: str, spec: DynamicPrefixSpec, status: DynamicPrefixStatus, ctx: Context
+    ) -> list[str]:
+        """Create the objects clusterd keeps whole that are missing; a problem line for each it cannot."""
+        problems = []
+        for body in t.creates(spec, status, ctx):
+            m = body["metadata"]
+            key = ObjectKey(t.kind, m.get("namespace"), m["name"])
+            existing = self.cache.get(key)
+            if existing is None:
+                refused = await self._write(t, key, body, Create(body))
+            elif t.follows(existing) != dp:
+                refused = f"a {t.kind} named {m['name']} exists and is not this DynamicPrefix's; rename it"
+            else:
+                continue
+            await self._problem(key, body, None if refused is None else ("WriteRefused", refused), False)
+            if refused is not None:
+                problems.append(f"{t.kind} {key.name}: {refused}")
+        return problems
 
     async def orphaned(self, dp: str) -> None:
         """The DynamicPrefix is gone: its holders keep what they have, and say so once."""
@@ -173,6 +205,21 @@ class Sync:
         if refused is not None:
             return "WriteRefused", refused
         return None if p.problem is None else (p.reason, p.problem)
+
+    def targets(self, dp: str, spec: DynamicPrefixSpec) -> list[TargetStatus]:
+        """status.targets: each object kept for ``dp`` (Services only in HA mode), problems first."""
+        out = []
+        for t in self.cache.targets.values():
+            if (version := self.cache.served.get(t.kind)) is None or (
+                t.consumer and spec.transition.mode != "ha"
+            ):
+                continue
+            for key, _obj in self.cache.following(t.kind, dp):
+                problem = self.problems.get(key)
+                out.append(TargetStatus(kind=t.kind, api_version=f"{t.group}/{version}".lstrip("/"), name=key.name,
+                                        namespace=key.namespace, synced=problem is None,
+                                        problem=None if problem is None else problem[1][:1024]))  # fmt: skip
+        return sorted(out, key=lambda s: s.synced)[:MAX_TARGETS]
 
     # -- consumers, in their DynamicPrefix's pass ------------------------------------------------
 

@@ -36,6 +36,14 @@ PREFIX_ACQUIRED = "PrefixAcquired"
 POOLS_SYNCED = "PoolsSynced"
 SERVICES_SYNCED = "ServicesSynced"
 DEGRADED = "Degraded"
+READY = "Ready"
+READY_WHEN = (
+    (PREFIX_ACQUIRED, "True"),
+    (POOLS_SYNCED, "True"),
+    (SERVICES_SYNCED, "True"),
+    (DEGRADED, "False"),
+)
+"""Ready is True when each of these conditions has this status (docs/clusterd.md, "Conditions")."""
 SOURCE_ROUTERD = "routerd"
 SOURCE_RA = "router-advertisement"
 PLAUSIBLE_WALL = datetime(1970, 1, 1) + timedelta(milliseconds=PLAUSIBLE_WALL_MS)
@@ -153,12 +161,25 @@ class _Conditions:
             observed_generation=self.generation,
         )
 
+    def _ready(self) -> None:
+        """Ready: derived from the others, the first one not as it should be gives the reason."""
+        for type_, want in READY_WHEN:
+            c = self.new.get(type_)
+            if c is None:
+                self.set(READY, "False", "Pending", f"{type_} is not known yet")
+                return
+            if c.status != want:
+                self.set(READY, "False", c.reason, f"{type_} is {c.status}: {c.message}"[:32768])
+                return
+        self.set(READY, "True", "Ready", "")
+
     def keep(self, type_: str) -> None:
         if type_ in self.old:
             self.new[type_] = self.old[type_]
 
     def ordered(self) -> list[Condition]:
-        order = [PREFIX_ACQUIRED, POOLS_SYNCED, SERVICES_SYNCED, DEGRADED]
+        self._ready()
+        order = [READY, PREFIX_ACQUIRED, POOLS_SYNCED, SERVICES_SYNCED, DEGRADED]
         return sorted(
             self.new.values(), key=lambda c: (order.index(c.type) if c.type in order else 99, c.type)
         )
@@ -535,6 +556,7 @@ def plan(
         routerd_source=routerd_record(status) if source is not None and source.kind == SOURCE_RA else None,
         observed_generation=generation,
         conditions=conds.ordered(),
+        targets=status.targets,
     )
     deadlines = [
         t for h in new_history if h.state == "draining" and (t := parse_time(h.valid_until)) is not None

@@ -59,6 +59,11 @@ class ListTarget:
         """Addresses no Service may be given: those Cilium holds back in a pool."""
         return pools.reserved(obj.get("spec") or {}) if self.reserves else set()
 
+    def creates(
+        self, spec: DynamicPrefixSpec, status: DynamicPrefixStatus, ctx: Context
+    ) -> list[dict[str, Any]]:
+        return []  # users create these; clusterd edits them
+
     def entries(self, obj: Mapping[str, Any]) -> list[Any]:
         return list((obj.get("spec") or {}).get(self.pool.field) or [])
 

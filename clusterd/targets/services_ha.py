@@ -56,6 +56,11 @@ class ServicesTarget:
         v = view(obj)
         return services.addresses(v.annotations, v.ingress_ips, (obj.get("spec") or {}).get("loadBalancerIP"))
 
+    def creates(
+        self, spec: DynamicPrefixSpec, status: DynamicPrefixStatus, ctx: Context
+    ) -> list[dict[str, Any]]:
+        return []  # users create these; clusterd edits them
+
     def desired(
         self,
         spec: DynamicPrefixSpec | None,
