@@ -46,11 +46,16 @@ HOST_SUFFIX = "dynamic-prefix.io/host-suffix"
 MANAGE_DNS = "dynamic-prefix.io/manage-dns"
 IP_ANNOTATION = "dynamic-prefix.io/ip-annotation"
 OWNED = "dynamic-prefix.io/managed-annotations"
+# The Go operator fork's names (docs/migrating.md): honoured, and its records taken over.
+FORK_SUFFIX = "dynamic-prefix.io/suffix"
+SKIP_DNS = "dynamic-prefix.io/skip-external-dns-update"
 
 CILIUM_IPS = "lbipam.cilium.io/ips"
 CILIUM_IPS_OLD = "io.cilium/lb-ipam-ips"
 METALLB_IPS = "metallb.io/loadBalancerIPs"
 DNS_TARGET = "external-dns.alpha.kubernetes.io/target"
+FORK_RECORDS = {"dynamic-prefix.io/managed-ips": CILIUM_IPS, "dynamic-prefix.io/managed-targets": DNS_TARGET}
+"""The fork's ownership records (comma-separated values it wrote) and the annotation each describes."""
 
 Addr = TypeVar("Addr", IPv4Address, IPv6Address)
 
@@ -98,7 +103,10 @@ def _split(value: str | None) -> list[str]:
 
 
 def owned(annotations: Mapping[str, str]) -> dict[str, list[str]]:
-    """The ownership record; unreadable counts as owning nothing."""
+    """The ownership record; unreadable counts as owning nothing. Without one, the fork's records:
+    what it wrote becomes clusterd's (else its leftovers would count as the user's forever)."""
+    if OWNED not in annotations:
+        return {key: _split(annotations[fork]) for fork, key in FORK_RECORDS.items() if fork in annotations}
     try:
         doc = json.loads(annotations.get(OWNED) or "{}")
     except ValueError:
@@ -139,12 +147,17 @@ def _release(svc: ServiceView) -> ServicePlan:
     record = owned(svc.annotations)
     if not record and OWNED not in svc.annotations:
         return ServicePlan({})
-    changes: dict[str, str | None] = {OWNED: None}
+    changes: dict[str, str | None] = {OWNED: None, **_fork_records(svc.annotations)}
     for key, mine in record.items():
         merged = _merge(svc.annotations.get(key), mine, [])
         if merged != svc.annotations.get(key):
             changes[key] = merged
     return ServicePlan(changes, summary="released: took back only clusterd's own values")
+
+
+def _fork_records(annotations: Mapping[str, str]) -> dict[str, str | None]:
+    """Deletes the fork's records, replaced by clusterd's own."""
+    return {k: None for k in FORK_RECORDS if k in annotations}
 
 
 def _ips(texts: Iterable[str], family: type[Addr]) -> list[Addr]:
@@ -240,7 +253,7 @@ def plan(
                         "(see the DynamicPrefix's Degraded condition): the Service keeps its addresses "
                         "and DNS target")  # fmt: skip
 
-    suffix_text = ann.get(HOST_SUFFIX)
+    suffix_text = ann.get(HOST_SUFFIX) or ann.get(FORK_SUFFIX)
     record = owned(ann)
     target_key = ip_annotation(ann, default_annotation)
     mine_before = record.get(target_key, [])
@@ -296,7 +309,7 @@ def plan(
             reason = METALLB_ONE_PER_FAMILY
 
     want: dict[str, list[str]] = {target_key: values}
-    if ann.get(MANAGE_DNS, "true").lower() != "false":
+    if ann.get(MANAGE_DNS, "true").lower() != "false" and ann.get(SKIP_DNS, "false").lower() != "true":
         want[DNS_TARGET] = [str(mine[0])]
     changes: dict[str, str | None] = {}
     for key in set(want) | set(record):
@@ -306,6 +319,7 @@ def plan(
     new_record = json.dumps(want, separators=(",", ":"), sort_keys=True)
     if changes or ann.get(OWNED) != new_record:
         changes[OWNED] = new_record
+        changes.update(_fork_records(ann))
     summary = f"{target_key}={','.join(values)}" + (f"; DNS target {mine[0]}" if DNS_TARGET in want else "")
     if chose:
         summary += f" ({mine[0]}: the first offset in range {range_name} no other Service holds)"

@@ -44,7 +44,7 @@ class ServicesTarget:
         return annotations_of(obj).get(NAME)
 
     def has_record(self, obj: Mapping[str, Any]) -> bool:
-        return services.OWNED in annotations_of(obj)
+        return any(k in annotations_of(obj) for k in (services.OWNED, *services.FORK_RECORDS))
 
     def reads(self, obj: Mapping[str, Any]) -> object:
         # Of the status only the addresses: LB-IPAM also writes conditions clusterd never reads.
