@@ -103,11 +103,14 @@ class Sync:
     ) -> Condition:
         """Write each holder's ``grow`` step, or with ``final`` its final list in one write."""
         holders = [t for t in self.cache.targets.values() if not t.consumer]
-        if not any(t.kind in self.cache.served for t in holders):
-            return False, "CiliumCRDsMissing", f"no {' or '.join(t.kind for t in holders)} CRD is served"
+        if not any(t.kind in self.cache.served for t in holders if not t.whole):  # nothing to hold addresses
+            pools = " or ".join(t.kind for t in holders if not t.whole)
+            return False, "CiliumCRDsMissing", f"no {pools} CRD is served"
         ctx, problems, synced = self.context(dp), [], 0
         for t in holders:
             if t.kind not in self.cache.served:
+                if final and t.whole and t.creates(spec, status, ctx):
+                    problems.append(f"{t.kind}: its CRD is not served (install or upgrade the component)")
                 continue
             for key, obj in self.cache.following(t.kind, dp):
                 p = t.desired(spec, status, obj, ctx)

@@ -126,6 +126,10 @@ class Target(Protocol):
         """Requests addresses (planned one object at a time, between the holders' two steps)."""
 
     @property
+    def whole(self) -> bool:
+        """clusterd creates and deletes these objects itself (``creates``); users create the others."""
+
+    @property
     def metric(self) -> str:
         """The ``resource`` label of its API writes."""
 

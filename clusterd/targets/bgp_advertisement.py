@@ -81,6 +81,7 @@ class BGPAdvertisementTarget:
     versions: tuple[str, ...] = ("v2", "v2alpha1")
     crd: bool = True
     consumer: bool = False
+    whole: bool = True
     metric: str = "bgpadvertisement"
     rules: tuple[Rule, ...] = (
         Rule("cilium.io", "ciliumbgpadvertisements", ("list", "watch", "create", "patch", "delete")),

@@ -37,6 +37,7 @@ class ListTarget:
     """Cilium holds back some addresses of the pool's blocks (``allowFirstLastIPs: "No"``)."""
     crd: bool = True
     consumer: bool = False
+    whole: bool = False
 
     @property
     def kind(self) -> str:

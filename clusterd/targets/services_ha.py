@@ -37,6 +37,7 @@ class ServicesTarget:
     versions: tuple[str, ...] = ("v1",)
     crd: bool = False
     consumer: bool = True
+    whole: bool = False
     metric: str = "service"
     rules: tuple[Rule, ...] = (Rule("", "services", ("list", "watch", "patch")),)
 

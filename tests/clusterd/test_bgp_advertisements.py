@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
-from tests.clusterd.test_clusterd import create_dp, get_dp, send
-from tests.ground.apiserver import KubeAPI
+from tests.clusterd.test_clusterd import create_dp, get_dp, get_pool, send
+from tests.ground import crds
+from tests.ground.apiserver import KubeAPI, apply_crds, delete_crd
 from tests.ground.messages import prefix, state
 from tests.ground.mosquitto import Mosquitto
 from tests.ground.waiting import wait_until
@@ -59,6 +60,15 @@ def patch_subnets(kube: KubeAPI, subnets: list[dict[str, Any]]) -> None:
     )
 
 
+def subnet_pool(kube: KubeAPI, selector: dict[str, Any]) -> None:
+    k8s.CustomObjectsApi(kube.admin()).create_cluster_custom_object("cilium.io", "v2", "ciliumloadbalancerippools", {
+        "apiVersion": "cilium.io/v2", "kind": "CiliumLoadBalancerIPPool",
+        "metadata": {"name": "svc-pool", "annotations": {
+            "dynamic-prefix.io/name": "home", "dynamic-prefix.io/subnet": "svc"}},
+        "spec": {"blocks": [], "serviceSelector": selector},
+    })  # fmt: skip
+
+
 def test_advertisements_follow_the_subnets(
     cluster: KubeAPI, mosquitto: Mosquitto, clusterd_factory: Any, mqtt_base: str
 ) -> None:
@@ -66,12 +76,7 @@ def test_advertisements_follow_the_subnets(
     custom = k8s.CustomObjectsApi(cluster.admin())
     create_dp(cluster, router=router, subnets=[SUBNET])
     selector = {"matchLabels": {"bgp": "yes"}}
-    custom.create_cluster_custom_object("cilium.io", "v2", "ciliumloadbalancerippools", {
-        "apiVersion": "cilium.io/v2", "kind": "CiliumLoadBalancerIPPool",
-        "metadata": {"name": "svc-pool", "annotations": {
-            "dynamic-prefix.io/name": "home", "dynamic-prefix.io/subnet": "svc"}},
-        "spec": {"blocks": [], "serviceSelector": selector},
-    })  # fmt: skip
+    subnet_pool(cluster, selector)
     cd = clusterd_factory(mqtt_port=mosquitto.plain_port)
     cd.wait_ready()
     send(mosquitto, state(router, "br-lan", 1, prefix(A)))
@@ -134,3 +139,28 @@ def test_a_subnet_no_pool_takes_advertises_nothing_and_says_why(
 
     wait_until(lambda: (t := listed()) is not None and not t["synced"], what="the problem in status.targets")
     assert "no CiliumLoadBalancerIPPool takes it" in (listed() or {})["problem"]
+
+
+def test_without_the_bgp_crd_the_pools_still_sync_and_the_condition_says_what_is_missing(
+    cluster: KubeAPI, mosquitto: Mosquitto, clusterd_factory: Any, mqtt_base: str
+) -> None:
+    delete_crd(cluster, "ciliumbgpadvertisements.cilium.io")
+    router = mqtt_base.rsplit("/", 1)[1]
+    create_dp(cluster, router=router, subnets=[SUBNET])
+    subnet_pool(cluster, {"matchLabels": {"bgp": "yes"}})
+    cd = clusterd_factory(mqtt_port=mosquitto.plain_port)
+    cd.wait_ready()
+    send(mosquitto, state(router, "br-lan", 1, prefix(A)))
+    wait_until(lambda: get_pool(cluster, "svc-pool")["spec"]["blocks"] == [{"cidr": "2001:db8:a::1:0/112"}],
+               what="the pool follows the prefix")  # fmt: skip
+
+    def pools_synced() -> dict[str, Any]:
+        return next(c for c in get_dp(cluster)["status"]["conditions"] if c["type"] == "PoolsSynced")
+
+    wait_until(lambda: "CiliumBGPAdvertisement: its CRD is not served" in pools_synced()["message"],
+               what="PoolsSynced names the missing CRD")  # fmt: skip
+    apply_crds(
+        cluster, [c for c in crds.cilium() if c["metadata"]["name"] == "ciliumbgpadvertisements.cilium.io"]
+    )
+    wait_until(lambda: entries(cluster) is not None, what="advert created once the CRD is served")
+    wait_until(lambda: pools_synced()["status"] == "True", what="PoolsSynced")
