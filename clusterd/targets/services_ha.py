@@ -12,6 +12,7 @@ from ipaddress import IPv6Address
 from typing import Any
 
 from clusterd.core import services
+from clusterd.core.service_annotations import FORK_RECORDS
 from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
 from clusterd.targets.base import NAME, Context, Patch, Plan, Rule, annotations_of
 
@@ -45,7 +46,7 @@ class ServicesTarget:
         return annotations_of(obj).get(NAME)
 
     def has_record(self, obj: Mapping[str, Any]) -> bool:
-        return any(k in annotations_of(obj) for k in (services.OWNED, *services.FORK_RECORDS))
+        return any(k in annotations_of(obj) for k in (services.OWNED, *FORK_RECORDS))
 
     def reads(self, obj: Mapping[str, Any]) -> object:
         # Of the status only the addresses: LB-IPAM also writes conditions clusterd never reads.
