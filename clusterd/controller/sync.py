@@ -163,9 +163,10 @@ class Sync:
         return problems
 
     async def orphaned(self, dp: str) -> None:
-        """The DynamicPrefix is gone: its holders keep what they have, and say so once."""
+        """The DynamicPrefix is gone: its holders keep what they have, and say so once (the garbage
+        collector deletes the objects clusterd created, owned by the DynamicPrefix)."""
         for t in self.cache.targets.values():
-            if t.consumer or t.kind not in self.cache.served:
+            if t.consumer or t.whole or t.kind not in self.cache.served:
                 continue
             for key, obj in self.cache.following(t.kind, dp):
                 why = f"DynamicPrefix {dp!r} does not exist; the pool is left as it is"
