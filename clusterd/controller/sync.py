@@ -102,52 +102,41 @@ class Sync:
     async def holders(
         self, dp: str, spec: DynamicPrefixSpec, status: DynamicPrefixStatus, final: bool
     ) -> Condition:
-        """Write each holder's ``grow`` step, or with ``final`` its final list in one write."""
+        """Write each holder's ``grow`` step, or with ``final`` its final list in one write.
+
+        The holders are independent objects: their writes go out together (a renumbering
+        with a hundred pools waits for the slowest, not for the sum).
+        """
         holders = [t for t in self.cache.targets.values() if not t.consumer]
         if not any(t.kind in self.cache.served for t in holders if not t.whole):  # nothing to hold addresses
             pools = " or ".join(t.kind for t in holders if not t.whole)
             return False, "CiliumCRDsMissing", f"no {pools} CRD is served"
-        ctx, problems, synced = self.context(dp), [], 0
-        for t in holders:
-            if t.kind not in self.cache.served:
-                if final and t.whole and t.creates(spec, status, ctx):
-                    problems.append(f"{t.kind}: its CRD is not served (install or upgrade the component)")
-                continue
-            for key, obj in self.cache.following(t.kind, dp):
-                p = t.desired(spec, status, obj, ctx)
-                w = p.final if final else p.grow
-                refused = None if w is None else await self._write(t, key, obj, w)
-                outcome = self._outcome(p, refused)
-                if w is None and outcome is None:
-                    self.writer.unchanged(t, key.name)
-                if outcome is not None:
-                    problems.append(f"{t.kind} {key.name}: {outcome[1]}")
-                    await self._problem(key, obj, outcome, False)
-                    continue
-                await self._problem(key, obj, None, False)
-                synced += 1
-                if w is not None:
-                    LOG.info(
-                        "pool synced",
-                        extra=kv(
-                            kind=t.kind,
-                            pool=key.name,
-                            write=type(w).__name__,
-                            entries=len(getattr(w, "entries", None) or []),
-                        ),
-                    )
-            if final:
-                problems += await self._create(t, dp, spec, status, ctx)
+        ctx = self.context(dp)
+        steps = [self._holder(t, key, obj, t.desired(spec, status, obj, ctx), final)
+                 for t in holders if t.kind in self.cache.served
+                 for key, obj in self.cache.following(t.kind, dp)]  # fmt: skip
+        results = await asyncio.gather(*steps, return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise failures[0]
+        problems = [r for r in results if isinstance(r, str)]
+        for t in holders if final else []:  # the objects clusterd creates itself
+            problems += await self._create(t, dp, spec, status, ctx)
         if problems:
             return False, "PoolProblems", "; ".join(problems)
-        return True, "Synced", f"{synced} object(s) in step (pools, CIDR groups, advertisements)"
+        return True, "Synced", f"{len(results)} object(s) in step (pools, CIDR groups, advertisements)"
 
     async def _create(
         self, t: Target, dp: str, spec: DynamicPrefixSpec, status: DynamicPrefixStatus, ctx: Context
     ) -> list[str]:
         """Create the objects clusterd keeps whole that are missing; a problem line for each it cannot."""
+        if not t.whole:
+            return []
+        wanted = t.creates(spec, status, ctx)
+        if t.kind not in self.cache.served:
+            return [f"{t.kind}: its CRD is not served (install or upgrade the component)"] if wanted else []
         problems = []
-        for body in t.creates(spec, status, ctx):
+        for body in wanted:
             m = body["metadata"]
             key = ObjectKey(t.kind, m.get("namespace"), m["name"])
             existing = self.cache.get(key)
@@ -161,6 +150,22 @@ class Sync:
             if refused is not None:
                 problems.append(f"{t.kind} {key.name}: {refused}")
         return problems
+
+    async def _holder(self, t: Target, key: ObjectKey, obj: Obj, p: Plan, final: bool) -> str | None:
+        """One holder's step; the line for the condition when it is not in step."""
+        w = p.final if final else p.grow
+        async with self._slots:
+            refused = None if w is None else await self._write(t, key, obj, w)
+        outcome = self._outcome(p, refused)
+        await self._problem(key, obj, outcome, False)
+        if outcome is not None:
+            return f"{t.kind} {key.name}: {outcome[1]}"
+        if w is None:
+            self.writer.unchanged(t, key.name)
+        else:
+            LOG.info("pool synced", extra=kv(kind=t.kind, pool=key.name, write=type(w).__name__,
+                                             entries=len(getattr(w, "entries", None) or [])))  # fmt: skip
+        return None
 
     async def orphaned(self, dp: str) -> None:
         """The DynamicPrefix is gone: its holders keep what they have, and say so once (the garbage
