@@ -155,7 +155,8 @@ def test_without_the_bgp_crd_the_pools_still_sync_and_the_condition_says_what_is
                what="the pool follows the prefix")  # fmt: skip
 
     def pools_synced() -> dict[str, Any]:
-        return next(c for c in get_dp(cluster)["status"]["conditions"] if c["type"] == "PoolsSynced")
+        got = (c for c in get_dp(cluster)["status"]["conditions"] if c["type"] == "PoolsSynced")
+        return next(got, {"status": "", "message": ""})  # set by the pass's second half
 
     wait_until(lambda: "CiliumBGPAdvertisement: its CRD is not served" in pools_synced()["message"],
                what="PoolsSynced names the missing CRD")  # fmt: skip
