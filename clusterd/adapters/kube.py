@@ -200,6 +200,26 @@ class Kube:
         self.writes += 1
         return _trim(got)  # type: ignore[no-any-return]
 
+    # -- whole objects of a CRD kind (objects clusterd creates and deletes) -------------------
+
+    async def create(self, resource: Resource, namespace: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        """Create an object (``namespace`` None: cluster-scoped); 409 (it exists) comes out as :class:`Conflict`."""
+        got = await self._request("POST", resource.path(None, namespace), body)
+        self.writes += 1
+        return _trim(got)  # type: ignore[no-any-return]
+
+    async def delete(
+        self, resource: Resource, namespace: str | None, name: str, resource_version: str
+    ) -> None:
+        """Delete an object, only if it is still at the version planned from (else 409)."""
+        opts = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "preconditions": {"resourceVersion": resource_version},
+        }
+        await self._request("DELETE", resource.path(name, namespace), opts)
+        self.writes += 1
+
 
 class Watcher:
     """List, then watch, one kind of object; deliver events on the event loop.

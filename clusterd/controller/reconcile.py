@@ -75,6 +75,7 @@ class Reconciler:
         ok, reason, message = self.sync.recount(name, spec)
         now, generation = utcnow(), int(obj["metadata"].get("generation", 1))
         synced = with_condition(status, now, generation, SERVICES_SYNCED, ok, reason, message)
+        synced = synced.model_copy(update={"targets": self.sync.targets(name, spec)})
         if synced != status:
             await self.writer.status(obj, synced)
 
@@ -144,5 +145,6 @@ class Reconciler:
         synced = with_condition(status, now, generation, SERVICES_SYNCED, ok, reason, message)
         ok, reason, message = await self.sync.holders(name, spec, status, final=True)
         synced = with_condition(synced, now, generation, POOLS_SYNCED, ok, reason, message)
+        synced = synced.model_copy(update={"targets": self.sync.targets(name, spec)})
         if synced != status:
             await self.writer.status(self.cache.dps.get(name, obj), synced)

@@ -19,8 +19,8 @@ from clusterd.controller.keys import Key, ObjectKey, ServicesSyncedKey
 from clusterd.controller.writes import Permanent, Writer
 from clusterd.core.services import NOT_SYNCED
 from clusterd.core.status import Event
-from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
-from clusterd.targets.base import Context, Patch, Plan, Target
+from clusterd.crd import MAX_TARGETS, DynamicPrefixSpec, DynamicPrefixStatus, TargetStatus
+from clusterd.targets.base import Context, Create, Plan, Target, Write
 from routerd.logs import kv
 
 LOG = logging.getLogger("clusterd")
@@ -59,12 +59,16 @@ class Sync:
         """(reason, message) of each object not in step, as last announced."""
         self.counted: dict[ObjectKey, str] = {}
         """Consumer -> the DynamicPrefix whose condition last counted it."""
-        self.refused: dict[ObjectKey, tuple[str | None, Patch]] = {}
+        self.refused: dict[ObjectKey, tuple[str | None, Write]] = {}
         """The write the API server refused, at the object's version: not sent again unchanged."""
         self._slots = asyncio.Semaphore(WRITE_SLOTS)
 
     def context(self, dp: str | None) -> Context:
-        return Context(self.cache.placements(dp) if dp else None, self.cache.all_taken, self.ip_annotation)
+        if dp is None:
+            return Context(None, self.cache.all_taken, self.ip_annotation)
+        return Context(self.cache.placements(dp), self.cache.all_taken, self.ip_annotation,
+                       owner=self.cache.dps.get(dp),
+                       following=lambda kind: [o for _k, o in self.cache.following(kind, dp)])  # fmt: skip
 
     async def _problem(
         self, key: ObjectKey, obj: Obj, problem: tuple[str, str] | None, waiting: bool
@@ -80,7 +84,7 @@ class Sync:
                                  self.cache.targets[key.kind])  # fmt: skip
         return True
 
-    async def _write(self, t: Target, key: ObjectKey, obj: Obj, p: Patch, summary: str = "") -> str | None:
+    async def _write(self, t: Target, key: ObjectKey, obj: Obj, p: Write, summary: str = "") -> str | None:
         """Write one patch; the refusal's text when the API server refused it (now or before)."""
         rv = obj["metadata"].get("resourceVersion")
         if (refused := self.refused.get(key)) is not None and refused == (rv, p):
@@ -117,12 +121,45 @@ class Sync:
         if failures:
             raise failures[0]
         problems = [r for r in results if isinstance(r, str)]
+        for t in holders if final else []:  # the objects clusterd creates itself
+            problems += await self._create(t, dp, spec, status, ctx)
         if problems:
             return False, "PoolProblems", "; ".join(problems)
-        crds = [t for t in holders if t.crd]  # built-in kinds (NetworkPolicies) are written all the same
+        crds = [
+            t for t in holders if t.crd and not t.whole
+        ]  # built-in kinds (NetworkPolicies) are written all the same
         if not any(t.kind in self.cache.served for t in crds):
             return False, "PoolCRDsMissing", f"no {' or '.join(t.kind for t in crds)} CRD is served"
-        return True, "Synced", f"{len(results)} pool(s), CIDR group(s) and NetworkPolicies in step"
+        return (
+            True,
+            "Synced",
+            f"{len(results)} object(s) in step (pools, CIDR groups, NetworkPolicies, advertisements)",
+        )
+
+    async def _create(
+        self, t: Target, dp: str, spec: DynamicPrefixSpec, status: DynamicPrefixStatus, ctx: Context
+    ) -> list[str]:
+        """Create the objects clusterd keeps whole that are missing; a problem line for each it cannot."""
+        if not t.whole:
+            return []
+        wanted = t.creates(spec, status, ctx)
+        if t.kind not in self.cache.served:
+            return [f"{t.kind}: its CRD is not served (install or upgrade the component)"] if wanted else []
+        problems = []
+        for body in wanted:
+            m = body["metadata"]
+            key = ObjectKey(t.kind, m.get("namespace"), m["name"])
+            existing = self.cache.get(key)
+            if existing is None:
+                refused = await self._write(t, key, body, Create(body))
+            elif t.follows(existing) != dp:
+                refused = f"a {t.kind} named {m['name']} exists and is not this DynamicPrefix's; rename it"
+            else:
+                continue
+            await self._problem(key, body, None if refused is None else ("WriteRefused", refused), False)
+            if refused is not None:
+                problems.append(f"{t.kind} {key.name}: {refused}")
+        return problems
 
     async def _holder(self, t: Target, key: ObjectKey, obj: Obj, p: Plan, final: bool) -> str | None:
         """One holder's step; the line for the condition when it is not in step."""
@@ -136,13 +173,15 @@ class Sync:
         if w is None:
             self.writer.unchanged(t, _named(key))
         else:
-            LOG.info("pool synced", extra=kv(kind=t.kind, pool=key.name, entries=len(w.entries or [])))
+            LOG.info("pool synced", extra=kv(kind=t.kind, pool=key.name, write=type(w).__name__,
+                                             entries=len(getattr(w, "entries", None) or [])))  # fmt: skip
         return None
 
     async def orphaned(self, dp: str) -> None:
-        """The DynamicPrefix is gone: its holders keep what they have, and say so once."""
+        """The DynamicPrefix is gone: its holders keep what they have, and say so once (the garbage
+        collector deletes the objects clusterd created, owned by the DynamicPrefix)."""
         for t in self.cache.targets.values():
-            if t.consumer or t.kind not in self.cache.served:
+            if t.consumer or t.whole or t.kind not in self.cache.served:
                 continue
             for key, obj in self.cache.following(t.kind, dp):
                 why = f"DynamicPrefix {dp!r} does not exist; the pool is left as it is"
@@ -186,6 +225,21 @@ class Sync:
         if refused is not None:
             return "WriteRefused", refused
         return None if p.problem is None else (p.reason, p.problem)
+
+    def targets(self, dp: str, spec: DynamicPrefixSpec) -> list[TargetStatus]:
+        """status.targets: each object kept for ``dp`` (Services only in HA mode), problems first."""
+        out = []
+        for t in self.cache.targets.values():
+            if (version := self.cache.served.get(t.kind)) is None or (
+                t.consumer and spec.transition.mode != "ha"
+            ):
+                continue
+            for key, _obj in self.cache.following(t.kind, dp):
+                problem = self.problems.get(key)
+                out.append(TargetStatus(kind=t.kind, api_version=f"{t.group}/{version}".lstrip("/"), name=key.name,
+                                        namespace=key.namespace, synced=problem is None,
+                                        problem=None if problem is None else problem[1][:1024]))  # fmt: skip
+        return sorted(out, key=lambda s: s.synced)[:MAX_TARGETS]
 
     # -- consumers, in their DynamicPrefix's pass ------------------------------------------------
 

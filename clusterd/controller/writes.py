@@ -10,6 +10,7 @@ the work queue's per-key backoff.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -18,7 +19,7 @@ from clusterd.adapters.kube import ApiError, Gone, Kube, Ref, Resource
 from clusterd.controller.cache import Cache, Obj
 from clusterd.core.status import Event
 from clusterd.metrics import Metrics
-from clusterd.targets.base import NAME, Patch, Target
+from clusterd.targets.base import NAME, Create, Delete, Target, Write
 from routerd.logs import RateLimited, kv
 
 LOG = logging.getLogger("clusterd")
@@ -69,13 +70,16 @@ class Writer:
         self.cache.written(None, obj, got)
         return got
 
-    async def patch(self, t: Target, obj: Obj, p: Patch) -> Obj | None:
-        """Write ``p`` at the version ``obj`` was read; None when the object is gone."""
+    async def patch(self, t: Target, obj: Obj, p: Write) -> Obj | None:
+        """Write ``p`` at the version ``obj`` was read (``obj``: the body, for a Create); None when the
+        object is gone (or was deleted)."""
         self.fence()
         m = obj["metadata"]
         who = f"{m['namespace']}/{m['name']}" if m.get("namespace") else m["name"]
         what = f"{t.kind} {who}"
         try:
+            if isinstance(p, Create | Delete):
+                return await self._whole(t, obj, p)
             if t.crd or p.spec is not None:  # spec fields and the record, at the planned version
                 if p.spec is not None:  # a built-in kind's spec (a NetworkPolicy's rules)
                     spec = dict(p.spec)
@@ -103,6 +107,24 @@ class Writer:
         self.metrics.api_writes.labels(t.metric).inc()
         self._count(t, who, "written")
         self.cache.written(t.kind, obj, got)
+        return got
+
+    async def _whole(self, t: Target, obj: Obj, p: Create | Delete) -> Obj | None:
+        """Create or delete a whole object; the cache takes it at once (the watch's echo is then skipped)."""
+        m, resource = obj["metadata"], Resource(t.group, self.cache.served[t.kind], t.plural)
+        store, ident = self.cache.objects[t.kind], (m.get("namespace"), m["name"])
+        got: Obj | None = None
+        if isinstance(p, Create):
+            got = await self.kube.create(resource, m.get("namespace"), p.body)
+            store.setdefault(ident, got)
+        else:
+            with contextlib.suppress(Gone):  # deleted already: done
+                await self.kube.delete(resource, m.get("namespace"), m["name"], m["resourceVersion"])
+            if (cached := store.get(ident)) is not None and cached["metadata"].get("resourceVersion") == m.get(
+                    "resourceVersion"):  # fmt: skip
+                del store[ident]
+        self.metrics.api_writes.labels(t.metric).inc()
+        self._count(t, m["name"], "written")
         return got
 
     def _count(self, t: Target, name: str, result: str) -> None:

@@ -33,6 +33,8 @@ NAME = "dynamic-prefix.io/name"
 RANGE = "dynamic-prefix.io/address-range"
 SUBNET = "dynamic-prefix.io/subnet"
 MANAGED = "dynamic-prefix.io/managed"
+FORK_RECORDS = ("dynamic-prefix.io/managed-blocks", "dynamic-prefix.io/managed-cidrs")
+"""The Go operator fork's records (docs/migrating.md): ``cidr=X``/``range=A-B`` blocks, plain CIDRs."""
 
 Entry = Any  # a block dict ({"cidr"} or {"start", "stop"}), a CIDR string or a "start-end" string
 
@@ -141,8 +143,21 @@ def _unique(entries: list[Entry]) -> list[Entry]:
     return out
 
 
+def _fork_entry(key: str) -> Entry:
+    kind, _, value = key.strip().partition("=")
+    if kind == "cidr":
+        return {"cidr": value}
+    if kind == "range":
+        start, _, stop = value.partition("-")
+        return {"start": start, "stop": stop} if stop else {"start": start}
+    return key.strip()  # a CIDR group's plain CIDR
+
+
 def owned(annotations: Mapping[str, str]) -> list[Entry]:
-    """The ownership record; an unreadable one counts as empty (we then own nothing)."""
+    """The ownership record; an unreadable one counts as empty (we then own nothing). Without one,
+    the fork's record: what it wrote becomes clusterd's (else its leftovers stay the user's forever)."""
+    if MANAGED not in annotations:
+        return [_fork_entry(k) for f in FORK_RECORDS for k in annotations.get(f, "").split(",") if k.strip()]
     raw = annotations.get(MANAGED)
     if not raw:
         return []
@@ -161,6 +176,7 @@ def plan(current: list[Entry], annotations: Mapping[str, str], want: list[Entry]
     final = user + [e for e in target if e not in user]
     final_managed: list[Entry] | None = None if want is None else [e for e in target if e not in user]
     unchanged_record = (MANAGED not in annotations) if final_managed is None else (mine == final_managed)
+    unchanged_record = unchanged_record and not any(f in annotations for f in FORK_RECORDS)
     if final == current and unchanged_record:
         return PoolPlan()
     added = [e for e in final if e not in current]

@@ -17,11 +17,16 @@ HOST_SUFFIX = "dynamic-prefix.io/host-suffix"
 MANAGE_DNS = "dynamic-prefix.io/manage-dns"
 IP_ANNOTATION = "dynamic-prefix.io/ip-annotation"
 OWNED = "dynamic-prefix.io/managed-annotations"
+# The Go operator fork's names (docs/migrating.md): honoured, and its records taken over.
+FORK_SUFFIX = "dynamic-prefix.io/suffix"
+SKIP_DNS = "dynamic-prefix.io/skip-external-dns-update"
 
 CILIUM_IPS = "lbipam.cilium.io/ips"
 CILIUM_IPS_OLD = "io.cilium/lb-ipam-ips"
 METALLB_IPS = "metallb.io/loadBalancerIPs"
 DNS_TARGET = "external-dns.alpha.kubernetes.io/target"
+FORK_RECORDS = {"dynamic-prefix.io/managed-ips": CILIUM_IPS, "dynamic-prefix.io/managed-targets": DNS_TARGET}
+"""The fork's ownership records (comma-separated values it wrote) and the annotation each describes."""
 
 Addr = TypeVar("Addr", IPv4Address, IPv6Address)
 
@@ -31,7 +36,10 @@ def split(value: str | None) -> list[str]:
 
 
 def owned(annotations: Mapping[str, str]) -> dict[str, list[str]]:
-    """The ownership record; unreadable counts as owning nothing."""
+    """The ownership record; unreadable counts as owning nothing. Without one, the fork's records:
+    what it wrote becomes clusterd's (else its leftovers would count as the user's forever)."""
+    if OWNED not in annotations:
+        return {key: split(annotations[fork]) for fork, key in FORK_RECORDS.items() if fork in annotations}
     try:
         doc = json.loads(annotations.get(OWNED) or "{}")
     except ValueError:
@@ -39,6 +47,20 @@ def owned(annotations: Mapping[str, str]) -> dict[str, list[str]]:
     if not isinstance(doc, dict):
         return {}
     return {k: [str(x) for x in v] for k, v in doc.items() if isinstance(v, list)}
+
+
+def fork_records(annotations: Mapping[str, str]) -> dict[str, str | None]:
+    """Deletes the fork's records, replaced by clusterd's own."""
+    return {k: None for k in FORK_RECORDS if k in annotations}
+
+
+def manage_dns(annotations: Mapping[str, str]) -> bool:
+    """Whether clusterd writes the external-dns target (``manage-dns: "false"`` or the fork's
+    ``skip-external-dns-update: "true"`` opt out)."""
+    return (
+        annotations.get(MANAGE_DNS, "true").lower() != "false"
+        and annotations.get(SKIP_DNS, "").lower() != "true"
+    )
 
 
 def ip_annotation(annotations: Mapping[str, str], default: str) -> str:

@@ -39,6 +39,7 @@ from clusterd.core.service_annotations import (
     CILIUM_IPS,
     CILIUM_IPS_OLD,
     DNS_TARGET,
+    FORK_SUFFIX,
     HOST_SUFFIX,
     IP_ANNOTATION,
     MANAGE_DNS,
@@ -46,8 +47,10 @@ from clusterd.core.service_annotations import (
     OWNED,
     SERVICE_RANGE,
     addresses,
+    fork_records,
     ip_annotation,
     ips,
+    manage_dns,
     merge,
     owned,
     split,
@@ -118,7 +121,7 @@ def _release(svc: ServiceView) -> ServicePlan:
     record = owned(svc.annotations)
     if not record and OWNED not in svc.annotations:
         return ServicePlan({})
-    changes: dict[str, str | None] = {OWNED: None}
+    changes: dict[str, str | None] = {OWNED: None, **fork_records(svc.annotations)}
     for key, mine in record.items():
         merged = merge(svc.annotations.get(key), mine, [])
         if merged != svc.annotations.get(key):
@@ -196,7 +199,7 @@ def plan(
                         "(see the DynamicPrefix's Degraded condition): the Service keeps its addresses "
                         "and DNS target")  # fmt: skip
 
-    suffix_text = ann.get(HOST_SUFFIX)
+    suffix_text = ann.get(HOST_SUFFIX) or ann.get(FORK_SUFFIX)
     record = owned(ann)
     target_key = ip_annotation(ann, default_annotation)
     mine_before = record.get(target_key, [])
@@ -252,7 +255,7 @@ def plan(
             reason = METALLB_ONE_PER_FAMILY
 
     want: dict[str, list[str]] = {target_key: values}
-    if ann.get(MANAGE_DNS, "true").lower() != "false":
+    if manage_dns(ann):
         want[DNS_TARGET] = [str(mine[0])]
     changes: dict[str, str | None] = {}
     for key in set(want) | set(record):
@@ -262,6 +265,7 @@ def plan(
     new_record = json.dumps(want, separators=(",", ":"), sort_keys=True)
     if changes or ann.get(OWNED) != new_record:
         changes[OWNED] = new_record
+        changes.update(fork_records(ann))
     summary = f"{target_key}={','.join(values)}" + (f"; DNS target {mine[0]}" if DNS_TARGET in want else "")
     if chose:
         summary += f" ({mine[0]}: the first offset in range {range_name} no other Service holds)"

@@ -25,12 +25,14 @@ from clusterd.crd.spec import (
 )
 from clusterd.crd.status import (
     MAX_PRUNED,
+    MAX_TARGETS,
     Condition,
     DynamicPrefixStatus,
     HistoryEntry,
     RangeStatus,
     SourceStatus,
     SubnetStatus,
+    TargetStatus,
 )
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "GROUP",
     "KIND",
     "MAX_PRUNED",
+    "MAX_TARGETS",
     "PLURAL",
     "VERSION",
     "Acquisition",
@@ -53,6 +56,7 @@ __all__ = [
     "SourceStatus",
     "Subnet",
     "SubnetStatus",
+    "TargetStatus",
     "Transition",
     "crd",
     "crd_yaml",

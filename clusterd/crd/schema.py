@@ -131,9 +131,12 @@ def _printer_columns() -> list[dict[str, Any]]:
 
     return [
         {"name": "Prefix", "type": "string", "jsonPath": ".status.currentPrefix"},
+        {"name": "Ready", "type": "string", "jsonPath": condition("Ready", "status"),
+         "description": "Ready: a prefix is acquired, every pool, advertisement and Service is in step,"
+                        " nothing is degraded."},
         {"name": "Source", "type": "string", "jsonPath": ".status.prefixSource"},
         {"name": "Pools", "type": "string", "jsonPath": condition("PoolsSynced", "status"),
-         "description": "PoolsSynced: every pool and CIDR group that names this DynamicPrefix is in step."},
+         "description": "PoolsSynced: every pool, CIDR group and BGP advertisement of this DynamicPrefix is in step."},
         {"name": "Degraded", "type": "string", "jsonPath": condition("Degraded", "status")},
         {"name": "Reason", "type": "string", "jsonPath": condition("Degraded", "reason"),
          "description": "Why it is degraded (AsExpected when it is not)."},

@@ -67,6 +67,21 @@ class Condition(Model):
     observed_generation: int | None = Field(None, alias="observedGeneration")
 
 
+MAX_TARGETS = 100
+"""Bound of status.targets: objects with a problem first; the conditions count every one."""
+
+
+class TargetStatus(Model):
+    """One object clusterd keeps in step for this DynamicPrefix, and whether it is."""
+
+    kind: str = Field(max_length=63)
+    api_version: str = Field(alias="apiVersion", max_length=316)
+    name: str = Field(max_length=253)
+    namespace: str | None = Field(None, max_length=63)
+    synced: bool = Field(description="In step; else ``problem`` says why.")
+    problem: str | None = Field(None, max_length=1024)
+
+
 class DynamicPrefixStatus(Model):
     current_prefix: str | None = Field(None, alias="currentPrefix")
     prefix_source: str | None = Field(None, alias="prefixSource")
@@ -89,6 +104,12 @@ class DynamicPrefixStatus(Model):
     )
     observed_generation: int | None = Field(None, alias="observedGeneration")
     conditions: list[Condition] = Field([])
+    targets: list[TargetStatus] = Field(
+        [],
+        max_length=MAX_TARGETS,
+        description="The objects clusterd keeps for this DynamicPrefix (pools, CIDR groups, BGP"
+        f" advertisements, HA Services), those with a problem first; at most {MAX_TARGETS}.",
+    )
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")

@@ -6,13 +6,21 @@ targets share a kind of work: holders are written in this order.
 
 from __future__ import annotations
 
-from clusterd.targets import cidr_group, cilium_pool, metallb_pool, network_policy, services_ha
+from clusterd.targets import (
+    bgp_advertisement,
+    cidr_group,
+    cilium_pool,
+    metallb_pool,
+    network_policy,
+    services_ha,
+)
 from clusterd.targets.base import Rule, Target
 
 TARGETS: tuple[Target, ...] = (
     cilium_pool.TARGET,
     cidr_group.TARGET,
     metallb_pool.TARGET,
+    bgp_advertisement.TARGET,
     services_ha.TARGET,
     network_policy.TARGET,
 )

@@ -54,12 +54,27 @@ class Patch:
 
 
 @dataclass(frozen=True)
+class Create:
+    """Create a whole object (clusterd's own, e.g. a BGP advertisement per subnet)."""
+
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Delete:
+    """Delete the object planned from, at its resourceVersion (404 counts as done)."""
+
+
+Write = Patch | Create | Delete
+
+
+@dataclass(frozen=True)
 class Plan:
     """What one object should get; empty when it is in step."""
 
     grow: Patch | None = None
     """A holder's first step, written before the consumers move: only adds."""
-    final: Patch | None = None
+    final: Write | None = None
     """The last write (a holder's shrink, a consumer's only write)."""
     problem: str | None = None
     """What keeps the object from being in step; shown in a condition and an Event."""
@@ -83,6 +98,10 @@ class Context:
     default_ip_annotation: str = "cilium"
     chosen: set[IPv6Address] = field(default_factory=set)
     """Picked earlier in this pass, not written yet."""
+    owner: Mapping[str, Any] | None = None
+    """The DynamicPrefix itself (for ownerReferences on objects clusterd creates)."""
+    following: Callable[[str], list[Mapping[str, Any]]] = lambda kind: []
+    """The objects of another kind that follow the DynamicPrefix (a BGP advertisement reads the pools)."""
 
 
 class Target(Protocol):
@@ -107,6 +126,10 @@ class Target(Protocol):
     @property
     def consumer(self) -> bool:
         """Requests addresses (planned one object at a time, between the holders' two steps)."""
+
+    @property
+    def whole(self) -> bool:
+        """clusterd creates and deletes these objects itself (``creates``); users create the others."""
 
     @property
     def metric(self) -> str:
@@ -136,6 +159,12 @@ class Target(Protocol):
         ctx: Context,
     ) -> Plan:
         """What to write; ``spec`` None: the object no longer follows a DynamicPrefix (release it)."""
+
+    def creates(
+        self, spec: DynamicPrefixSpec, status: DynamicPrefixStatus, ctx: Context
+    ) -> list[dict[str, Any]]:
+        """The objects clusterd itself keeps for a DynamicPrefix, whole (created when missing); [] for
+        kinds users create and clusterd only edits."""
 
 
 def crd_name(t: Target) -> str:

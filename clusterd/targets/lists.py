@@ -17,10 +17,11 @@ from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
 from clusterd.targets.base import NAME, Context, Patch, Plan, Rule, annotations_of
 
 
-def _patch(field: str, w: pools.Write | None) -> Patch | None:
+def _patch(field: str, w: pools.Write | None, ann: Mapping[str, str]) -> Patch | None:
     if w is None:
         return None
-    return Patch({pools.MANAGED: pools.managed_annotation(w.managed)}, field, w.entries)
+    forks: dict[str, str | None] = {f: None for f in pools.FORK_RECORDS if f in ann}  # replaced by ours
+    return Patch({pools.MANAGED: pools.managed_annotation(w.managed), **forks}, field, w.entries)
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class ListTarget:
     """Cilium holds back some addresses of the pool's blocks (``allowFirstLastIPs: "No"``)."""
     crd: bool = True
     consumer: bool = False
+    whole: bool = False
 
     @property
     def kind(self) -> str:
@@ -49,7 +51,7 @@ class ListTarget:
         return annotations_of(obj).get(NAME)
 
     def has_record(self, obj: Mapping[str, Any]) -> bool:
-        return pools.MANAGED in annotations_of(obj)
+        return any(k in annotations_of(obj) for k in (pools.MANAGED, *pools.FORK_RECORDS))
 
     def reads(self, obj: Mapping[str, Any]) -> object:
         # Cilium writes the pool's status (conditions, counts) at every allocation: not read.
@@ -58,6 +60,11 @@ class ListTarget:
     def taken(self, obj: Mapping[str, Any]) -> set[IPv6Address]:
         """Addresses no Service may be given: those Cilium holds back in a pool."""
         return pools.reserved(obj.get("spec") or {}) if self.reserves else set()
+
+    def creates(
+        self, spec: DynamicPrefixSpec, status: DynamicPrefixStatus, ctx: Context
+    ) -> list[dict[str, Any]]:
+        return []  # users create these; clusterd edits them
 
     def entries(self, obj: Mapping[str, Any]) -> list[Any]:
         return list((obj.get("spec") or {}).get(self.pool.field) or [])
@@ -71,9 +78,9 @@ class ListTarget:
     ) -> Plan:
         ann = annotations_of(obj)
         if spec is None or status is None:  # released: take back only our entries
-            return Plan(final=_patch(self.pool.field, pools.plan(self.entries(obj), ann, None).final))
+            return Plan(final=_patch(self.pool.field, pools.plan(self.entries(obj), ann, None).final, ann))
         want, problem = pools.desired(self.pool, ann, spec, status, ctx.placements)
         if problem is not None:
             return Plan(problem=problem)
         p = pools.plan(self.entries(obj), ann, want)
-        return Plan(grow=_patch(self.pool.field, p.grow), final=_patch(self.pool.field, p.final))
+        return Plan(grow=_patch(self.pool.field, p.grow, ann), final=_patch(self.pool.field, p.final, ann))

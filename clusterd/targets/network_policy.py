@@ -97,6 +97,7 @@ class NetworkPolicyTarget:
     versions: tuple[str, ...] = ("v1",)
     crd: bool = False
     consumer: bool = False
+    whole: bool = False
     metric: str = "networkpolicy"
     rules: tuple[Rule, ...] = (Rule("networking.k8s.io", "networkpolicies", ("list", "watch", "patch")),)
 
@@ -105,6 +106,11 @@ class NetworkPolicyTarget:
 
     def has_record(self, obj: Mapping[str, Any]) -> bool:
         return MANAGED in annotations_of(obj)
+
+    def creates(
+        self, spec: DynamicPrefixSpec, status: DynamicPrefixStatus, ctx: Context
+    ) -> list[dict[str, Any]]:
+        return []  # users create these; clusterd edits them
 
     def taken(self, obj: Mapping[str, Any]) -> set[IPv6Address]:
         return set()  # a policy admits addresses; it holds none

@@ -12,6 +12,7 @@ from ipaddress import IPv6Address
 from typing import Any
 
 from clusterd.core import services
+from clusterd.core.service_annotations import FORK_RECORDS
 from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
 from clusterd.targets.base import NAME, Context, Patch, Plan, Rule, annotations_of
 
@@ -37,6 +38,7 @@ class ServicesTarget:
     versions: tuple[str, ...] = ("v1",)
     crd: bool = False
     consumer: bool = True
+    whole: bool = False
     metric: str = "service"
     rules: tuple[Rule, ...] = (Rule("", "services", ("list", "watch", "patch")),)
 
@@ -44,7 +46,7 @@ class ServicesTarget:
         return annotations_of(obj).get(NAME)
 
     def has_record(self, obj: Mapping[str, Any]) -> bool:
-        return services.OWNED in annotations_of(obj)
+        return any(k in annotations_of(obj) for k in (services.OWNED, *FORK_RECORDS))
 
     def reads(self, obj: Mapping[str, Any]) -> object:
         # Of the status only the addresses: LB-IPAM also writes conditions clusterd never reads.
@@ -55,6 +57,11 @@ class ServicesTarget:
         """The IPv6 addresses it holds or requests: clusterd chooses none of them for another Service."""
         v = view(obj)
         return services.addresses(v.annotations, v.ingress_ips, (obj.get("spec") or {}).get("loadBalancerIP"))
+
+    def creates(
+        self, spec: DynamicPrefixSpec, status: DynamicPrefixStatus, ctx: Context
+    ) -> list[dict[str, Any]]:
+        return []  # users create these; clusterd edits them
 
     def desired(
         self,

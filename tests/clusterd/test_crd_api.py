@@ -94,7 +94,7 @@ def test_defaults_and_printer_columns(kube: KubeAPI) -> None:
         "GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/dynamicprefixes.dynamic-prefix.io"
     )
     cols = [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]
-    assert cols == ["Prefix", "Source", "Pools", "Degraded", "Reason", "Message", "Age"]
+    assert cols == ["Prefix", "Ready", "Source", "Pools", "Degraded", "Reason", "Message", "Age"]
     assert crd["spec"]["names"]["shortNames"] == ["dp"]
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clusterd.core.status import Policy, Refusal, Report, plan, published_at
+from clusterd.core.status import Policy, Refusal, Report, plan, published_at, with_condition
 from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
 from routerd.core.wire import PrefixState
 
@@ -244,6 +244,23 @@ def test_conditions_keep_their_transition_time_while_unchanged() -> None:
     first = {c.type: c.last_transition_time for c in r.status.conditions}
     r.feed(report(2, entry(B), entry(A, "deprecated")), T0 + timedelta(hours=1))
     assert {c.type: c.last_transition_time for c in r.status.conditions} == first
+
+
+def test_ready_is_derived_from_the_other_conditions() -> None:
+    r = Run()
+    r.feed(report(1, entry(A)), T0)
+    assert r.cond("Ready") == ("False", "Pending")  # the targets were not synced yet
+    synced = with_condition(r.status, T0, 1, "PoolsSynced", True, "Synced", "")
+    synced = with_condition(synced, T0, 1, "ServicesSynced", True, "SimpleMode", "")
+    ready = next(c for c in synced.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("True", "Ready")
+    broken = with_condition(synced, T0, 1, "PoolsSynced", False, "PoolProblems", "pool p: refused")
+    ready = next(c for c in broken.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason, ready.message) == (
+        "False",
+        "PoolProblems",
+        "PoolsSynced is False: pool p: refused",
+    )
 
 
 prefixes = st.sampled_from([A, B, C, D, "fd00:1::/64"])

@@ -363,6 +363,7 @@ def apply_crds(api: KubeAPI, crds: Iterable[dict[str, Any]], timeout: float = 30
     for name in names:
         while True:
             _, got = api.request("GET", f"{CRD_PATH}/{name}")
+            # Until the API server's controller first writes it, the status may hold "conditions": null.
             conds = {c["type"]: c["status"] for c in (got.get("status") or {}).get("conditions") or []}
             if conds.get("Established") == "True" and conds.get("NamesAccepted") == "True":
                 break

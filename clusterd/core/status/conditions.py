@@ -20,7 +20,15 @@ PREFIX_ACQUIRED = "PrefixAcquired"
 POOLS_SYNCED = "PoolsSynced"
 SERVICES_SYNCED = "ServicesSynced"
 DEGRADED = "Degraded"
-ORDER = (PREFIX_ACQUIRED, POOLS_SYNCED, SERVICES_SYNCED, DEGRADED)
+READY = "Ready"
+ORDER = (READY, PREFIX_ACQUIRED, POOLS_SYNCED, SERVICES_SYNCED, DEGRADED)
+READY_WHEN = (
+    (PREFIX_ACQUIRED, "True"),
+    (POOLS_SYNCED, "True"),
+    (SERVICES_SYNCED, "True"),
+    (DEGRADED, "False"),
+)
+"""Ready is True when each of these conditions has this status (docs/clusterd.md, "Status")."""
 _REFUSALS = {r.value: r for r in Refusal}
 
 
@@ -53,7 +61,20 @@ class Conditions:
         if type_ in self.old:
             self.new[type_] = self.old[type_]
 
+    def _ready(self) -> None:
+        """Ready: derived from the others, the first one not as it should be gives the reason."""
+        for type_, want in READY_WHEN:
+            c = self.new.get(type_)
+            if c is None:
+                self.set(READY, "False", "Pending", f"{type_} is not known yet")
+                return
+            if c.status != want:
+                self.set(READY, "False", c.reason, f"{type_} is {c.status}: {c.message}"[:32768])
+                return
+        self.set(READY, "True", "Ready", "")
+
     def ordered(self) -> list[Condition]:
+        self._ready()
         return sorted(
             self.new.values(), key=lambda c: (ORDER.index(c.type) if c.type in ORDER else 99, c.type)
         )

@@ -57,6 +57,7 @@ def plan(
         routerd_source=routerd_record(status) if fallback else None,
         observed_generation=generation,
         conditions=conds,
+        targets=status.targets,  # the controller's, from its last sync of the targets
     )
     deadlines = [t for h in history if h.state == "draining" and (t := parse_time(h.valid_until)) is not None]
     return Plan(
