@@ -16,8 +16,9 @@ Measured on routerd with the MQTT sink (docs/performance.md):
   feed) then never loads it. paho 2.x's ``import urllib.request`` statement
   loads it at once on Python 3.11, which is correct, only not smaller.
 
-Only routerd's entry point (``routerd.cli``) calls :func:`apply`; other
-importers of ``routerd.core`` (clusterd, tests) get the usual behaviour.
+Only routerd's entry point (``routerd.cli``) calls :func:`apply`; clusterd's
+(``clusterd.cli``) calls :func:`skip_pydantic_plugins`; other importers of
+``routerd.core`` (tests) get the usual behaviour.
 """
 
 from __future__ import annotations
