@@ -16,8 +16,8 @@ Measured on routerd with the MQTT sink (docs/performance.md):
   feed) then never loads it. paho 2.x's ``import urllib.request`` statement
   loads it at once on Python 3.11, which is correct, only not smaller.
 
-Only the entry points use it: ``routerd.cli`` calls :func:`apply`,
-``clusterd.cli`` :func:`skip_pydantic_plugins`; other importers of
+Only routerd's entry point (``routerd.cli``) calls :func:`apply`; clusterd's
+(``clusterd.cli``) calls :func:`skip_pydantic_plugins`; other importers of
 ``routerd.core`` (tests) get the usual behaviour.
 """
 
