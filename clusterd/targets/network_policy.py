@@ -77,9 +77,10 @@ def _write(
 ) -> Patch | None:
     """The patch that sets the changed directions and the record; None when nothing changes."""
     changed = {d: s.rules for d, s in steps.items() if s.rules != list(spec.get(d) or [])}
-    same_record = (
-        (MANAGED not in before) if record is None else (MANAGED in before and _owned(before) == record)
-    )
+    if record is None:  # released: the record goes
+        same_record = MANAGED not in before
+    else:  # no record yet and nothing to own is the same as an empty record: no write for it
+        same_record = _owned(before) == record if MANAGED in before else not record
     if not changed and same_record:
         return None
     return Patch({MANAGED: pools.managed_annotation(record)}, spec=changed)

@@ -191,3 +191,9 @@ def test_a_users_peer_equal_to_a_prefix_is_not_added_twice() -> None:
     obj = policy([{"from": [ip(A)]}, {"from": [PODS]}])
     after = applied(obj, plan(obj).final)
     assert after["spec"]["ingress"] == [{"from": [ip(A)]}, {"from": [PODS, ip(A)]}]
+
+
+def test_before_any_prefix_a_policy_without_a_record_gets_no_write() -> None:
+    """No prefix yet and nothing owned: an empty record is no reason to write (it was, once)."""
+    p = plan(policy([{"from": [USER_V6], "ports": PORTS}]), DynamicPrefixStatus())
+    assert (p.grow, p.final, p.problem) == (None, None, None)

@@ -111,7 +111,7 @@ def test_a_users_ipv4_block_and_addresses_survive_every_step(
     service(cluster, "pinned-v4", {IPS: USER_V4}, families=("IPv4", "IPv6"))
     # No request at all: LB-IPAM picks both families from the pool.
     service(cluster, "prefer", families=("IPv4", "IPv6"), policy="PreferDualStack")
-    pinned = ingress.wait("pinned-v4", lambda ips: len(ips) == 2, "its IPv4 and an IPv6 address", timeout=20)
+    pinned = ingress.wait("pinned-v4", lambda ips: len(ips) == 2, "its IPv4 and an IPv6 address")
     prefer = ingress.wait("prefer", lambda ips: len(ips) == 2, "an IPv4 and an IPv6 address")
     (a1,) = [ip for ip in pinned if ":" in ip]
     (a2,) = [ip for ip in prefer if ":" in ip]
