@@ -311,6 +311,41 @@ class Kube:
         return await self._call(self.coordination.replace_namespaced_lease, lease.metadata.name, namespace,
                                 lease, _request_timeout=deadline, _pool=self._lease_pool)  # fmt: skip
 
+    # -- whole objects of a cluster-scoped custom kind (kinds whose fields cannot change in place) -------
+
+    async def create(self, group: str, version: str, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._call(self._create, group, version, plural, body)
+
+    def _create(self, group: str, version: str, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+        got = self.custom.create_cluster_custom_object(group, version, plural, body)
+        self.writes += 1
+        return _as_dict(_trim(got))
+
+    async def patch(
+        self, group: str, version: str, plural: str, obj: dict[str, Any], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Merge ``body`` into the object, if it is still at the version we planned from."""
+        return await self._call(self._patch, group, version, plural, obj, body)
+
+    def _patch(
+        self, group: str, version: str, plural: str, obj: dict[str, Any], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        m = obj["metadata"]
+        body = {**body, "metadata": {**body.get("metadata", {}), "resourceVersion": m["resourceVersion"]}}
+        got = self.custom.patch_cluster_custom_object(group, version, plural, m["name"], body)
+        self.writes += 1
+        return _as_dict(_trim(got))
+
+    async def delete(self, group: str, version: str, plural: str, obj: dict[str, Any]) -> None:
+        """Delete the object, if it is still at the version we planned from (gone already: Gone)."""
+        await self._call(self._delete, group, version, plural, obj)
+
+    def _delete(self, group: str, version: str, plural: str, obj: dict[str, Any]) -> None:
+        m = obj["metadata"]
+        pre = k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(resource_version=m["resourceVersion"]))
+        self.custom.delete_cluster_custom_object(group, version, plural, m["name"], body=pre)
+        self.writes += 1
+
 
 class Watcher:
     """List, then watch, one kind of object in a thread; deliver events on the event loop.

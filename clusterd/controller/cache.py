@@ -197,6 +197,15 @@ class Cache:
         """Every address some object holds, requests or holds back."""
         return set().union(*self.taken.values())
 
+    def created(self, kind: str, got: Obj) -> None:
+        """Cache an object clusterd created, unless the watch brought it first: the same pass sees it."""
+        self.objects[kind].setdefault(_id(got), got)
+
+    def forget(self, kind: str, obj: Obj) -> None:
+        """An object clusterd deleted: gone for the rest of the pass, before the watch says so."""
+        self.objects[kind].pop(_id(obj), None)
+        self.taken.pop((kind, *_id(obj)), None)
+
     def written(self, kind: str | None, planned: Obj, got: Obj) -> bool:
         """Cache what a write returned, unless the watch brought a version after the one it was planned from.
 

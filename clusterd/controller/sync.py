@@ -20,7 +20,7 @@ from clusterd.controller.writes import Permanent, Writer
 from clusterd.core.services import NOT_SYNCED
 from clusterd.core.status import Event
 from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
-from clusterd.targets.base import Context, Patch, Plan, Target
+from clusterd.targets.base import Context, Create, Delete, Patch, Plan, Target
 from routerd.logs import kv
 
 LOG = logging.getLogger("clusterd")
@@ -55,12 +55,13 @@ class Sync:
         """(reason, message) of each object not in step, as last announced."""
         self.counted: dict[ObjectKey, str] = {}
         """Consumer -> the DynamicPrefix whose condition last counted it."""
-        self.refused: dict[ObjectKey, tuple[str | None, Patch]] = {}
+        self.refused: dict[ObjectKey, tuple[str | None, Patch | Create | Delete]] = {}
         """The write the API server refused, at the object's version: not sent again unchanged."""
         self._slots = asyncio.Semaphore(WRITE_SLOTS)
 
     def context(self, dp: str | None) -> Context:
-        return Context(self.cache.placements(dp) if dp else None, self.cache.all_taken, self.ip_annotation)
+        return Context(self.cache.placements(dp) if dp else None, self.cache.all_taken, self.ip_annotation,
+                       named=lambda kind, name: self.cache.objects[kind].get((None, name)))  # fmt: skip
 
     async def _problem(
         self, key: ObjectKey, obj: Obj, problem: tuple[str, str] | None, waiting: bool
@@ -75,15 +76,20 @@ class Sync:
         await self.writer.events(obj, [Event("Normal" if waiting else "Warning", *problem)])
         return True
 
-    async def _write(self, t: Target, key: ObjectKey, obj: Obj, p: Patch, summary: str = "") -> str | None:
-        """Write one patch; the refusal's text when the API server refused it (now or before)."""
+    async def _write(
+        self, t: Target, key: ObjectKey, obj: Obj, p: Patch | Create | Delete, summary: str = ""
+    ) -> str | None:
+        """Write one change; the refusal's text when the API server refused it (now or before).
+
+        A create is keyed by its template (``key``, ``obj``): refused, it waits for the template to change.
+        """
         rv = obj["metadata"].get("resourceVersion")
         if (refused := self.refused.get(key)) is not None and refused == (rv, p):
             return self.problems.get(key, ("", "refused by the API server"))[1]
         self.refused.pop(key, None)
         self.cache.refused.discard(key)
         try:
-            got = await self.writer.patch(t, obj, p)
+            got = await self.writer.write(t, obj, p)
         except Permanent as e:
             self.refused[key] = (rv, p)
             self.cache.refused.add(key)
@@ -108,9 +114,13 @@ class Sync:
             for key, obj in self.cache.following(t.kind, dp):
                 p = t.desired(spec, status, obj, ctx)
                 w = p.final if final else p.grow
-                refused = None if w is None else await self._write(t, key, obj, w)
+                refused = None
+                for c in p.creates:  # new objects come with the first step, as any addition does
+                    refused = refused or await self._write(t, key, obj, c, p.summary)
+                if w is not None and refused is None:
+                    refused = await self._write(t, key, obj, w, p.summary)
                 outcome = self._outcome(p, refused)
-                if w is None and outcome is None:
+                if w is None and not p.creates and outcome is None:
                     self.writer.unchanged(t, key.name)
                 if outcome is not None:
                     problems.append(f"{t.kind} {key.name}: {outcome[1]}")
@@ -118,7 +128,7 @@ class Sync:
                     continue
                 await self._problem(key, obj, None, False)
                 synced += 1
-                if w is not None:
+                if isinstance(w, Patch):
                     LOG.info(
                         "pool synced", extra=kv(kind=t.kind, pool=key.name, entries=len(w.entries or []))
                     )

@@ -18,7 +18,7 @@ from clusterd.adapters.kube import ApiError, Gone, Kube, Ref
 from clusterd.controller.cache import Cache, Obj
 from clusterd.core.status import Event
 from clusterd.metrics import Metrics
-from clusterd.targets.base import NAME, Patch, Target
+from clusterd.targets.base import NAME, Create, Delete, Patch, Target
 from routerd.logs import RateLimited, kv
 
 LOG = logging.getLogger("clusterd")
@@ -71,30 +71,54 @@ class Writer:
 
     async def patch(self, t: Target, obj: Obj, p: Patch) -> Obj | None:
         """Write ``p`` at the version ``obj`` was read; None when the object is gone."""
+        return await self.write(t, obj, p)
+
+    async def write(self, t: Target, obj: Obj, w: Patch | Create | Delete) -> Obj | None:
+        """Patch or delete ``obj`` at the version it was read, or create ``w`` (``obj``: its template).
+
+        The object written, or None when it is gone (deleted now, or before).
+        """
         self.fence()
-        m = obj["metadata"]
-        what = f"{t.kind} {m['name']}"
+        name = w.name if isinstance(w, Create) else obj["metadata"]["name"]
+        what = f"{t.kind} {name}"
+        version = self.cache.served.get(t.kind, t.versions[0])
         try:
-            if t.crd:
-                assert p.field is not None
-                assert p.entries is not None
-                got = await self.kube.patch_list(self.cache.served[t.kind], t.plural, obj, p.field, p.entries,
-                                                 dict(p.annotations))  # fmt: skip
+            if isinstance(w, Create):
+                body = {"apiVersion": f"{t.group}/{version}", "kind": t.kind,
+                        "metadata": {**w.metadata, "name": w.name}, "spec": dict(w.spec)}  # fmt: skip
+                got = await self.kube.create(t.group, version, t.plural, body)
+            elif isinstance(w, Delete):
+                await self.kube.delete(t.group, version, t.plural, obj)
+                self.cache.forget(t.kind, obj)
+                got = None
+            elif w.spec is not None:
+                body = {"metadata": {"annotations": dict(w.annotations)}, "spec": dict(w.spec)}
+                got = await self.kube.patch(t.group, version, t.plural, obj, body)
+            elif t.crd:
+                assert w.field is not None
+                assert w.entries is not None
+                got = await self.kube.patch_list(version, t.plural, obj, w.field, w.entries,
+                                                 dict(w.annotations))  # fmt: skip
             else:  # the one built-in kind written today: a Service's annotations
-                got = await self.kube.patch_service_annotations(obj, dict(p.annotations))
+                got = await self.kube.patch_service_annotations(obj, dict(w.annotations))
         except Gone:
+            if isinstance(w, Delete):
+                self.cache.forget(t.kind, obj)
             return None
         except ApiError as e:
-            self._count(t, m["name"], "failed")
+            self._count(t, name, "failed")
             if permanent(e):
                 raise Permanent(what, e) from e
             raise
         except Exception:
-            self._count(t, m["name"], "failed")
+            self._count(t, name, "failed")
             raise
         self.metrics.api_writes.labels(t.metric).inc()
-        self._count(t, m["name"], "written")
-        self.cache.written(t.kind, obj, got)
+        self._count(t, name, "written")
+        if isinstance(w, Create) and got is not None:
+            self.cache.created(t.kind, got)
+        elif got is not None:
+            self.cache.written(t.kind, obj, got)
         return got
 
     def _count(self, t: Target, name: str, result: str) -> None:

@@ -6,12 +6,13 @@ targets share a kind of work: holders are written in this order.
 
 from __future__ import annotations
 
-from clusterd.targets import cidr_group, cilium_pool, services_ha
+from clusterd.targets import calico_pool, cidr_group, cilium_pool, services_ha
 from clusterd.targets.base import Rule, Target
 
 TARGETS: tuple[Target, ...] = (
     cilium_pool.TARGET,
     cidr_group.TARGET,
+    calico_pool.TARGET,
     services_ha.TARGET,
 )
 

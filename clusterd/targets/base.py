@@ -42,13 +42,30 @@ class Rule:
 class Patch:
     """One write to one object, made at the resourceVersion it was planned from.
 
-    ``field``/``entries`` set one list under ``spec`` (None: spec untouched);
+    ``field``/``entries`` set one list under ``spec`` (None: spec untouched); ``spec``
+    merges fields into ``spec`` instead (a scalar such as ``disabled``);
     ``annotations`` set or (None) delete annotations, clusterd's ownership record among them.
     """
 
     annotations: Mapping[str, str | None]
     field: str | None = None
     entries: list[Any] | None = None
+    spec: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Create:
+    """A new object of the target's kind (cluster-scoped), for kinds whose fields cannot change in
+    place (Calico's ``cidr``): ``metadata`` and ``spec``; the writer adds apiVersion and kind."""
+
+    name: str
+    metadata: Mapping[str, Any]
+    spec: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Delete:
+    """Delete the planned object, if it is still at the version it was planned from."""
 
 
 @dataclass(frozen=True)
@@ -57,8 +74,10 @@ class Plan:
 
     grow: Patch | None = None
     """A holder's first step, written before the consumers move: only adds."""
-    final: Patch | None = None
+    final: Patch | Delete | None = None
     """The last write (a holder's shrink, a consumer's only write)."""
+    creates: tuple[Create, ...] = ()
+    """New objects, made with the holder's first step (before the consumers move)."""
     problem: str | None = None
     """What keeps the object from being in step; shown in a condition and an Event."""
     reason: str = "NotSynced"
@@ -81,6 +100,8 @@ class Context:
     default_ip_annotation: str = "cilium"
     chosen: set[IPv6Address] = field(default_factory=set)
     """Picked earlier in this pass, not written yet."""
+    named: Callable[[str, str], Mapping[str, Any] | None] = lambda kind, name: None
+    """A cluster-scoped object of a target's kind by (kind, name), as cached."""
 
 
 class Target(Protocol):
