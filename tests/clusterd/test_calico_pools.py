@@ -9,11 +9,16 @@ step, that no ``cidr`` is ever changed, and that the parent is never written.
 
 from __future__ import annotations
 
+import contextlib
+import re
+import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 from kubernetes import watch
 
@@ -26,6 +31,7 @@ from tests.ground.waiting import wait_until
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.mqtt]
 
+ROOT = Path(__file__).resolve().parents[2]
 G, V, P = "crd.projectcalico.org", "v1", "ippools"
 A, B = "2001:db8:a::/64", "2001:db8:b::/64"
 A_LB, B_LB = "2001:db8:a:0:f000::/68", "2001:db8:b:0:f000::/68"  # the range "lb" in each prefix
@@ -40,18 +46,25 @@ class PoolLog:
     def __init__(self, kube: KubeAPI, since: str) -> None:
         self.api = k8s.CustomObjectsApi(kube.admin())
         self.events: list[tuple[str, str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
         self._watch = watch.Watch()
         self._thread = threading.Thread(target=self._run, args=(since,), daemon=True)
         self._thread.start()
 
     def _run(self, since: str) -> None:
-        for ev in self._watch.stream(self.api.list_cluster_custom_object, G, V, P, resource_version=since):
-            o = ev["object"]
-            self.events.append((ev["type"], o["metadata"]["name"], o.get("spec") or {}))
+        # stop() ends the stream; a watch that died early shows as writes that never come.
+        with contextlib.suppress(Exception):
+            for ev in self._watch.stream(
+                self.api.list_cluster_custom_object, G, V, P, resource_version=since
+            ):
+                o = ev["object"]
+                with self._lock:
+                    self.events.append((ev["type"], o["metadata"]["name"], o.get("spec") or {}))
 
     def take(self) -> list[tuple[str, str, dict[str, Any]]]:
         """The events since the last take."""
-        out, self.events[:] = list(self.events), []
+        with self._lock:
+            out, self.events[:] = list(self.events), []
         return out
 
     def stop(self) -> None:
@@ -183,5 +196,85 @@ def test_the_stand_in_rules_refuse_a_cidr_edit_and_a_pool_too_small_for_its_bloc
     wait_until(lambda: condition(get_dp(cluster), "PoolsSynced") == ("False", "PoolProblems"),
                what="PoolsSynced False")  # fmt: skip
     assert "at least as big as one block" in str(get_dp(cluster)["status"]["conditions"])
-    assert pool(cluster, "tiny")["metadata"]["resourceVersion"] != small["metadata"]["resourceVersion"]  # type: ignore[index]
+    tiny = pool(cluster, "tiny")
+    assert tiny is not None and tiny["spec"] == small["spec"]  # the parent itself is never written
     assert pool(cluster, derived_name("tiny", "2001:db8:a::1:0/120")) is None
+
+
+def test_killed_between_creating_the_new_pool_and_disabling_the_old_one_the_next_clusterd_finishes(
+    cluster: KubeAPI, mosquitto: Mosquitto, clusterd_factory: Any, mqtt_base: str
+) -> None:
+    """The state of a crash between the two writes of A->B (B's pool made, A's not disabled yet).
+
+    clusterd runs as the chart's ServiceAccount without the right to patch IPPools, so on A->B it
+    creates B's pool and cannot disable A's: both are enabled (safe: A is still valid). It is
+    SIGKILLed there, the right restored, and a new clusterd finishes: A's pool disabled, B's not
+    made twice, no cidr changed.
+    """
+    from tests.ground import testbin
+    from tests.packaging.conftest import find, render
+    from tests.packaging.test_rbac import apply_rbac
+
+    docs = render(testbin.find("helm") or testbin.build("helm"), namespace="dynamic-prefix")
+    rules = find(docs, "ClusterRole")["rules"]
+    binding = find(docs, "ClusterRoleBinding")
+    binding["metadata"].setdefault("labels", {})["dynamic-prefix.io/test"] = "true"
+    cluster.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", binding)
+    token = cluster.service_account_token("dynamic-prefix", find(docs, "ServiceAccount")["metadata"]["name"])
+    no_patch = [{**r, "verbs": [v for v in r["verbs"] if v != "patch"]} if "ippools" in r["resources"] else r
+                for r in rules]  # fmt: skip
+    apply_rbac(cluster, no_patch, [])
+
+    router = mqtt_base.rsplit("/", 1)[1]
+    create_dp(cluster, router=router)
+    parent = create_parent(cluster)
+    first = clusterd_factory("first", mqtt_port=mosquitto.plain_port, token=token)
+    first.wait_ready()
+    send(mosquitto, state(router, "br-lan", 1, prefix(A)))
+    wait_until(lambda: disabled(cluster, POOL_A) is False, what="A's pool")
+    send(mosquitto, state(router, "br-lan", 2, prefix(B), prefix(A, "withdrawn", valid=7200)))
+    wait_until(lambda: "WriteRefused" in events_for(cluster, POOL_A), what="A's disable refused")
+    assert (disabled(cluster, POOL_A), disabled(cluster, POOL_B)) == (False, False)
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait()
+
+    made_b = pool(cluster, POOL_B)
+    assert made_b is not None
+    log = PoolLog(cluster, made_b["metadata"]["resourceVersion"])
+    try:
+        apply_rbac(cluster, rules, [])
+        clusterd_factory("second", mqtt_port=mosquitto.plain_port, token=token).wait_ready()
+        got = settle(log, [("MODIFIED", POOL_A)])
+        assert got[0][2]["cidr"] == A_LB and got[0][2]["disabled"] is True
+    finally:
+        log.stop()
+    assert (disabled(cluster, POOL_A), disabled(cluster, POOL_B)) == (True, False)
+    after = pool(cluster, "lb")
+    assert after is not None and after["metadata"]["resourceVersion"] == parent["metadata"]["resourceVersion"]
+
+
+def test_the_example_in_docs_calico_md_gives_the_pool_it_shows(
+    cluster: KubeAPI, mosquitto: Mosquitto, clusterd_factory: Any, mqtt_base: str
+) -> None:
+    """docs/calico.md's DynamicPrefix and parent, applied as they are (router id aside), give its pool."""
+    blocks = re.findall(r"^```yaml\n(.*?)^```", (ROOT / "docs" / "calico.md").read_text(), re.M | re.S)
+    router = mqtt_base.rsplit("/", 1)[1]
+    dp, parent = yaml.safe_load_all(blocks[0])
+    dp["spec"]["acquisition"]["routerd"]["router"] = router
+    shown = yaml.safe_load(blocks[1])
+    api = k8s.CustomObjectsApi(cluster.admin())
+    api.create_cluster_custom_object("dynamic-prefix.io", "v1alpha1", "dynamicprefixes", dp)
+    api.create_cluster_custom_object(G, V, P, parent)
+    clusterd_factory(mqtt_port=mosquitto.plain_port).wait_ready()
+    send(
+        mosquitto,
+        state(router, "br-lan", 1, prefix(shown["metadata"]["annotations"]["dynamic-prefix.io/prefix"])),
+    )
+    name = derived_name(parent["metadata"]["name"], shown["spec"]["cidr"])
+    wait_until(lambda: pool(cluster, name) is not None, what=f"the pool {name}")
+    made = pool(cluster, name)
+    assert made is not None
+    assert shown["metadata"]["name"] == f"{parent['metadata']['name']}-<hash>"
+    assert made["spec"] == shown["spec"]
+    assert made["metadata"]["labels"] == shown["metadata"]["labels"]
+    assert made["metadata"]["annotations"] == shown["metadata"]["annotations"]

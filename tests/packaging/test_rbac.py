@@ -97,8 +97,15 @@ def scenario(kube: KubeAPI, token: str, work: Path) -> str | None:
             return False
         return code == 200
 
+    posted: set[int] = set()
+
     def post(seq: int, *prefixes: dict[str, Any]) -> bool:
-        return post_state(cd.webhook_url, WEBHOOK_SECRET, state(router, "br-lan", seq, *prefixes))[0] == 200
+        """Send the state once (a repeat is stale); True once it was applied."""
+        if seq not in posted:
+            code, _ = post_state(cd.webhook_url, WEBHOOK_SECRET, state(router, "br-lan", seq, *prefixes))
+            if code == 200:
+                posted.add(seq)
+        return seq in posted
 
     def calico(**want: Any) -> bool:
         """The Calico pool made for A has ``want`` in its spec (none: it is deleted)."""
