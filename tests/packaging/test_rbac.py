@@ -112,7 +112,10 @@ def scenario(kube: KubeAPI, token: str, work: Path) -> str | None:
         made = custom.list_cluster_custom_object(
             "crd.projectcalico.org", "v1", "ippools", label_selector=f"dynamic-prefix.io/parent=calico-{n}"
         )["items"]
-        return [all(p["spec"].get(k) == v for k, v in want.items()) for p in made] == ([True] if want else [])
+        for_a = [p for p in made if p["metadata"]["annotations"]["dynamic-prefix.io/prefix"] == A]
+        return [all(p["spec"].get(k) == v for k, v in want.items()) for p in for_a] == (
+            [True] if want else []
+        )
 
     def dp_status() -> dict[str, Any]:
         return dict(custom.get_cluster_custom_object("dynamic-prefix.io", "v1alpha1", "dynamicprefixes", dp))
