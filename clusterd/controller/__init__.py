@@ -26,7 +26,7 @@ from clusterd.controller.queue import WorkQueue
 from clusterd.controller.reconcile import Reconciler
 from clusterd.controller.sync import Sync
 from clusterd.controller.writes import NotLeader, Permanent, Writer, permanent
-from clusterd.core.status import Policy, Report
+from clusterd.core.status import Event, Policy, Report
 from clusterd.crd import DynamicPrefixSpec
 from clusterd.metrics import Metrics
 from clusterd.targets import TARGETS
@@ -191,7 +191,8 @@ class Controller:
                 LOG.error(f"{_about(key)}: {e}; not retried until it or its DynamicPrefix changes")
                 if name:
                     self.intake.resolve(name, 409, f"the API server refused the write: {e}", started)
-                    await self._refused(name, e)
+                if not isinstance(key, ObjectKey):  # a status write: the DynamicPrefix cannot say so itself
+                    await self._refused(key.name, e)
                 return
             delay = self.queue.retry(key)
             if name:
@@ -200,9 +201,7 @@ class Controller:
                                   f"retrying in {delay:.1f} s", key=_about(key))  # fmt: skip
 
     async def _refused(self, name: str, e: Exception) -> None:
-        """An Event on the DynamicPrefix whose own status write was refused (it cannot say so itself)."""
-        from clusterd.core.status import Event
-
+        """An Event on the DynamicPrefix whose own status write was refused."""
         obj = self.cache.dps.get(name)
         if obj is not None:
             await self.writer.events(obj, [Event("Warning", "WriteRefused", str(e))])

@@ -5,6 +5,10 @@ added twice; added while it is being processed, it is marked dirty and comes
 back once :meth:`done`; a failure is retried after a per-key exponential delay
 with jitter (routerd/core/backoff.py, the one backoff) that a success resets.
 Timers (an old prefix expiring) add a key at a moment, one timer per key.
+
+The first retry comes after 0.5-1 s, then 1-2 s, 2-4 s, ... up to a minute: an
+API server that is down is not hammered, and a 409 (the watch brings the fresh
+copy within milliseconds) costs under a second.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Generic, TypeVar
 from routerd.core.backoff import Backoff
 
 K = TypeVar("K", bound=Hashable)
-RETRY_BASE = 0.1
+RETRY_BASE = 1.0
 RETRY_CAP = 60.0
 
 
