@@ -43,6 +43,7 @@ def run_routerd(work: Path, sizes: dict[str, Any], openwrt_python: str | None = 
     out = {
         "core": routerd_bench.core_per_ra(),
         "lab": routerd_bench.lab_run(work / "routerd", mosquitto, passwd, **sizes),
+        "nftables": routerd_bench.nft_sink(work / "routerd-nft", mosquitto, passwd, sizes["changes"]),
     }
     if openwrt_python:  # the same footprint on OpenWrt's feed versions (scripts/bench makes that venv)
         out["openwrt_versions"] = routerd_bench.footprint(

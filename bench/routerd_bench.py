@@ -1,4 +1,4 @@
-"""routerd benchmarks: per-RA cost in the core, RA-on-the-wire -> MQTT latency, footprint.
+"""routerd benchmarks: per-RA cost in the core, RA-on-the-wire -> MQTT latency, footprint, nftables.
 
 Runs real routerd in a network lab with a real Mosquitto (needs root, radvd
 not required: RAs are injected). Reports numbers; asserts nothing.
@@ -7,8 +7,10 @@ not required: RAs are injected). Reports numbers; asserts nothing.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from ipaddress import IPv6Address, IPv6Network
@@ -17,11 +19,11 @@ from typing import Any
 
 from bench.common import cpu_percent_over, cpu_seconds, open_fds, rss_mb, summary_ms
 from routerd.cli import control_request
-from routerd.core import ra
+from routerd.core import nftsets, ra
 from routerd.core.tracker import RAObserved, Tracker
 from tests.ground.mosquitto import Mosquitto
 from tests.ground.mqttclient import Subscriber
-from tests.ground.netlab import Lab, RASender
+from tests.ground.netlab import Lab, RASender, inside
 from tests.ground.routerd_proc import Routerd, routerd_toml
 
 A = IPv6Network("2001:db8:a::/64")
@@ -80,9 +82,10 @@ def paced(sender: RASender, pid: int, packet: bytes, rate: float, seconds: float
 
 @contextlib.contextmanager
 def routerd_in_lab(
-    workdir: Path, mosquitto_bin: str, passwd_bin: str, python: str | None = None
+    workdir: Path, mosquitto_bin: str, passwd_bin: str, python: str | None = None, extra: str = ""
 ) -> Iterator[tuple[Lab, Routerd, Subscriber, Path]]:
-    """Mosquitto, a lab and routerd (MQTT sink, ``hold_down = 0``) with a first prefix published."""
+    """Mosquitto, a lab and routerd (MQTT sink, ``hold_down = 0``, and ``extra`` configuration)
+    with a first prefix published."""
     broker = Mosquitto(workdir / "mqtt", mosquitto_bin, passwd_bin)
     broker.start()
     lab = Lab(workdir / "lab").create()
@@ -91,7 +94,7 @@ def routerd_in_lab(
         ctl = workdir / "ctl.sock"
         r = Routerd(lab, workdir / "routerd", routerd_toml(
             lab.host_if, router_id="bench", hold_down=0, stdout=False, mqtt_port=broker.plain_port,
-            control_socket=ctl), python=python)  # fmt: skip
+            control_socket=ctl) + extra, python=python)  # fmt: skip
         topic = f"dynamic-prefix/bench/{lab.host_if}/state"
         with Subscriber(broker.plain_port, topic) as sub:
             sub.wait_for(timeout=20)  # routerd is up: its initial (empty) state arrived
@@ -202,4 +205,101 @@ def footprint(workdir: Path, mosquitto_bin: str, passwd_bin: str, python: str, r
         with lab.ra_sender() as sender:
             out["ras"] = flood(sender, r.proc.pid, ctl, flip(1)[0], ras)["accepted"]
         out["rss_after_ras_mb"] = rss_mb(r.proc.pid)
+    return out
+
+
+NFT_SECTION = """
+[nftables]
+[[nftables.range]]
+set = "lb"
+start = "::f000:0:0:0"
+end = "::ffff:ffff:ffff:ffff"
+"""
+LIBNFTABLES = "libnftables.so.1"
+LIBNFTABLES_PROBE = """
+import ctypes, sys
+def rss():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS:"))
+before = rss()
+lib = ctypes.CDLL("libnftables.so.1")
+lib.nft_ctx_new.restype = ctypes.c_void_p
+lib.nft_ctx_buffer_output.argtypes = lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
+lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+ctx = lib.nft_ctx_new(0)
+lib.nft_ctx_buffer_output(ctx); lib.nft_ctx_buffer_error(ctx)
+rc = lib.nft_run_cmd_from_buffer(ctx, sys.stdin.read().encode())
+print(rc, before, rss())
+"""
+
+
+def nft_script() -> str:
+    """What the sink writes during a renumbering: two prefixes and their load-balancer ranges."""
+    ranges = [nftsets.RangeSet("lb", IPv6Address("::f000:0:0:0"), IPv6Address("::ffff:ffff:ffff:ffff"))]
+    return nftsets.script("bench", nftsets.contents("prefixes", ranges, {A: 600, B: 3600}))
+
+
+def nft_transactions(netns: str, n: int) -> dict[str, Any]:
+    """One transaction through ``nft -f -`` (a child process, as the sink runs it) and through
+    libnftables in process (ctypes), each timed alone, in ``netns``; and what libnftables adds to RSS."""
+    script = nft_script()
+    spawned, in_process = [], []
+    with inside(netns):  # this thread's namespace, which the child nft inherits
+        for _ in range(n):
+            t0 = time.perf_counter()
+            subprocess.run(["nft", "-f", "-"], input=script, text=True, check=True, capture_output=True)
+            spawned.append(time.perf_counter() - t0)
+        lib = ctypes.CDLL(LIBNFTABLES)
+        lib.nft_ctx_new.restype = ctypes.c_void_p
+        lib.nft_ctx_buffer_output.argtypes = lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
+        lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
+        ctx = lib.nft_ctx_new(0)
+        lib.nft_ctx_buffer_output(ctx)
+        lib.nft_ctx_buffer_error(ctx)
+        buffer = script.encode()
+        try:
+            for _ in range(n):
+                t0 = time.perf_counter()
+                if lib.nft_run_cmd_from_buffer(ctx, buffer) != 0:
+                    raise RuntimeError("libnftables refused the transaction")
+                in_process.append(time.perf_counter() - t0)
+        finally:
+            lib.nft_ctx_free(ctx)
+    probe = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", LIBNFTABLES_PROBE],
+                           input=script, capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
+    rc, before, after = (int(x) for x in probe.stdout.split())
+    return {
+        "transactions": n,
+        "nft_f_spawned_ms": summary_ms(spawned),
+        "libnftables_ctypes_ms": summary_ms(in_process),
+        "libnftables_rss_added_mb": round((after - before) / 1024, 1) if rc == 0 else None,
+    }
+
+
+def nft_sink(workdir: Path, mosquitto_bin: str, passwd_bin: str, changes: int) -> dict[str, Any]:
+    """routerd's RSS with the nftables sink on (besides MQTT, as in the lab run), after start and after
+    ``changes`` prefix changes, each written to the sets; and the cost of one transaction both ways."""
+    out: dict[str, Any] = {}
+    with routerd_in_lab(workdir / "without", mosquitto_bin, passwd_bin) as (_, r, _, _):
+        out["without_nft_rss_after_start_mb"] = rss_mb(r.proc.pid)
+        out["without_nft_rss_anon_after_start_mb"] = rss_mb(r.proc.pid, "RssAnon")
+    with routerd_in_lab(workdir / "with", mosquitto_bin, passwd_bin, extra=NFT_SECTION) as (lab, r, sub, ctl):
+        out["rss_after_start_mb"] = rss_mb(r.proc.pid)
+        out["rss_anon_after_start_mb"] = rss_mb(r.proc.pid, "RssAnon")
+        with lab.ra_sender() as sender:
+            for i in range(changes):
+                packet, cur = flip(i)
+                sender.send(packet)
+                sub.wait_for(lambda m, c=str(cur): first(m.payload) == c, timeout=5)
+                sub.history.clear()
+        deadline = time.monotonic() + 10
+        while (sink := next(s for s in status(ctl)["sinks"] if s["name"] == "nftables"))["queued"]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the nftables sink did not catch up: {sink}")
+            time.sleep(0.05)
+        out["sink_ok"] = sink["ok"]
+        out["changes"] = changes
+        out["rss_after_changes_mb"] = rss_mb(r.proc.pid)
+        out["open_fds"] = open_fds(r.proc.pid)
+        out["transaction"] = nft_transactions(lab.router, max(changes, 10))
     return out

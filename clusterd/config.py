@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from routerd.config import ConfigError, read_secret, validated
+from routerd.settings import ConfigError, one_source, read_secret, validated
 
 __all__ = ["Config", "ConfigError", "load", "read_secret"]
 
@@ -44,6 +44,12 @@ class MQTTSection(_Section):
     )
     client_id: str | None = Field(None, alias="clientId", description="Default: clusterd-<pod name>.")
     keepalive: int = Field(30, ge=5, le=3600, description="Seconds.")
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> MQTTSection:
+        one_source({"passwordFile": self.password_file, "passwordEnv": self.password_env}, "MQTT password",
+                   required=False)  # fmt: skip
+        return self
 
     @property
     def effective_port(self) -> int:

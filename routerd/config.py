@@ -7,31 +7,27 @@ The reference (docs/configuration.md) is generated from these models.
 
 from __future__ import annotations
 
-import os
 import socket
-import ssl
 import tomllib
 from ipaddress import IPv6Address
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from routerd.core.emitter import EmitPolicy
 from routerd.core.tracker import TrackerConfig
+from routerd.settings import ConfigError, one_source, read_secret, validated
+
+__all__ = ["Config", "ConfigError", "load", "parse", "read_secret"]
 
 DEFAULT_PATH = Path("/etc/routerd/routerd.toml")
-ModelT = TypeVar("ModelT", bound=BaseModel)
 
 IfName = Annotated[str, Field(min_length=1, max_length=15, pattern=r"^[^/\s]+$")]
 CredentialName = Annotated[
     str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.@-]*$")
 ]
 """A file name in systemd's $CREDENTIALS_DIRECTORY (LoadCredential=<name>:<file>)."""
-
-
-class ConfigError(ValueError):
-    """The configuration cannot be used; the message names each bad key and what to do."""
 
 
 class _Section(BaseModel):
@@ -121,11 +117,16 @@ class MQTTSection(_Section):
     )
     keepalive: int = Field(30, ge=5, le=3600, description="Seconds.")
     client_id: str | None = Field(None, description="Default: routerd-<router_id>.")
+    homeassistant_discovery: bool | None = Field(
+        None,
+        description="true: announce each interface's current prefix to Home Assistant as a sensor (retained "
+        "config on homeassistant/sensor/<id>/config); false: remove those announcements; unset: leave them alone.",
+    )
 
     @model_validator(mode="after")
     def _one_password_source(self) -> MQTTSection:
-        if sum(x is not None for x in (self.password_file, self.password_env, self.password_credential)) > 1:
-            raise ValueError("set at most one of password_file, password_env or password_credential")
+        one_source({"password_file": self.password_file, "password_env": self.password_env,
+                    "password_credential": self.password_credential}, "MQTT password", required=False)  # fmt: skip
         return self
 
     def password(self) -> str | None:
@@ -163,8 +164,8 @@ class WebhookSection(_Section):
 
     @model_validator(mode="after")
     def _one_secret(self) -> WebhookSection:
-        if sum(x is not None for x in (self.secret_file, self.secret_env, self.secret_credential)) != 1:
-            raise ValueError("set exactly one of secret_file, secret_env or secret_credential (the HMAC key)")
+        one_source({"secret_file": self.secret_file, "secret_env": self.secret_env,
+                    "secret_credential": self.secret_credential}, "HMAC key", required=True)  # fmt: skip
         if self.url.startswith("http://") and not self.allow_insecure:
             raise ValueError(
                 "plain http:// sends the prefix state unencrypted (signed, but anyone on the path reads it): "
@@ -177,6 +178,89 @@ class WebhookSection(_Section):
         return read_secret(
             self.secret_file, self.secret_env, "webhook secret", credential=self.secret_credential
         )
+
+
+class ExecSection(_Section):
+    """Run a command when the state changes: the message on stdin, DYNAMIC_PREFIX_* in the environment."""
+
+    command: tuple[Annotated[str, Field(min_length=1)], ...] = Field(
+        min_length=1,
+        description="Program and arguments, run without a shell (write sh -c '...' for one).",
+    )
+    timeout: float = Field(
+        30.0, gt=0, le=3600, description="Seconds a run may take; then its process group is killed."
+    )
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _a_list(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            raise ValueError(
+                'give the program and its arguments as a list, e.g. ["/usr/local/bin/hook", "--flag"] '
+                "(UCI: one `list command` line each); it runs without a shell: "
+                'for one write ["sh", "-c", "..."]'
+            )
+        return v
+
+
+NftName = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")]
+HOST_PART = 1 << 64
+"""Range suffixes fill at most the last 64 bits: routerd's prefixes are /64 or shorter."""
+
+
+class NftRangeSection(_Section):
+    """A range set: in every valid prefix, the addresses between two host suffixes (clusterd's ranges)."""
+
+    set: NftName = Field(description="The set's name; ranges naming the same set go into it together.")
+    start: IPv6Address = Field(description="First host suffix, e.g. ::f000:0:0:0.")
+    end: IPv6Address = Field(description="Last host suffix, e.g. ::ffff:ffff:ffff:ffff.")
+
+    @model_validator(mode="after")
+    def _suffixes(self) -> NftRangeSection:
+        for key in ("start", "end"):
+            if int(getattr(self, key)) >= HOST_PART:
+                raise ValueError(
+                    f"{key} {getattr(self, key)} sets bits above the last 64: a suffix fills only "
+                    "the host part, like ::f000:0:0:0"
+                )
+        if self.start > self.end:
+            raise ValueError(f"start {self.start} is after end {self.end}")
+        return self
+
+
+class NftablesSection(_Section):
+    """Keep nftables sets in step with the prefixes (docs/nftables.md)."""
+
+    mode: Literal["table", "fw4"] = Field(
+        "table",
+        description="table: routerd's own `table inet <table>`, one `nft -f` transaction per change; "
+        "fw4: OpenWrt's firewall4 sets, through loadfiles and `fw4 reload-sets`.",
+    )
+    table: NftName = Field(
+        "dynamic_prefix",
+        description="mode table: the inet table holding the sets (created if missing; routerd declares "
+        "and fills its sets and touches nothing else in it).",
+    )
+    prefix_set: NftName = Field("prefixes", description="The set of the current and still-valid prefixes.")
+    interfaces: tuple[IfName, ...] = Field(
+        (), description="Whose prefixes go into the sets (default: every watched interface)."
+    )
+    ranges: tuple[NftRangeSection, ...] = Field(
+        (), alias="range", description="Range sets ([[nftables.range]] tables)."
+    )
+    loadfile_dir: Path = Field(
+        Path("/var/run/routerd"),
+        description="mode fw4: routerd writes `<loadfile_dir>/<set>.txt`; name it in the set's `config ipset` "
+        "loadfile.",
+    )
+
+    @model_validator(mode="after")
+    def _distinct_sets(self) -> NftablesSection:
+        if any(r.set == self.prefix_set for r in self.ranges):
+            raise ValueError(
+                f"a range set is named {self.prefix_set!r} like prefix_set: give it its own name"
+            )
+        return self
 
 
 class Config(_Section):
@@ -207,6 +291,8 @@ class Config(_Section):
     stdout: StdoutSection = Field(default_factory=StdoutSection)
     mqtt: MQTTSection | None = Field(None, description="MQTT sink.")
     webhook: tuple[WebhookSection, ...] = Field((), description="Webhook sinks ([[webhook]] tables).")
+    exec: tuple[ExecSection, ...] = Field((), description="Command hooks ([[exec]] tables).")
+    nftables: NftablesSection | None = Field(None, description="nftables sets that follow the prefixes.")
 
     @field_validator("interface")
     @classmethod
@@ -216,33 +302,24 @@ class Config(_Section):
             raise ValueError("an interface is listed twice")
         return v
 
+    @model_validator(mode="after")
+    def _nft_interfaces_watched(self) -> Config:
+        watched = {i.name for i in self.interface}
+        unwatched = [
+            n for n in (self.nftables.interfaces if self.nftables else ()) if watched and n not in watched
+        ]
+        if unwatched:
+            raise ValueError(
+                f"nftables.interfaces names {', '.join(unwatched)}, which no [[interface]] watches: "
+                "its sets would stay empty; add the interface or remove the name"
+            )
+        return self
+
     @property
     def stdout_enabled(self) -> bool:
         if self.stdout.enabled is not None:
             return self.stdout.enabled
         return self.mqtt is None and not self.webhook
-
-
-def validated(model: type[ModelT], doc: dict[str, Any], origin: str) -> ModelT:
-    """``model`` from ``doc``, or a :class:`ConfigError` listing every problem (shared with clusterd)."""
-    try:
-        return model.model_validate(doc)
-    except ValidationError as e:
-        raise ConfigError(f"{origin} is invalid:\n{describe(e)}") from None
-
-
-def describe(e: ValidationError) -> str:
-    """One line per problem: the dotted key, then what is wrong."""
-    lines = []
-    for err in e.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (a typo? see docs/configuration.md for the keys)"
-        elif err["type"] == "missing":
-            msg = "required key is missing"
-        lines.append(f"  {key}: {msg}")
-    return "\n".join(lines)
 
 
 def parse(doc: dict[str, Any], origin: str = "configuration") -> Config:
@@ -285,49 +362,3 @@ def _looks_like_uci(text: str) -> bool:
         if words:
             return words[0] in ("config", "option", "list")
     return False
-
-
-def read_secret(file: Path | None, env: str | None, what: str, *, credential: str | None = None) -> str:
-    """A secret from a file, an environment variable or a systemd credential; never logged."""
-    if credential is not None:
-        creds = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not creds:
-            raise ConfigError(
-                f"the {what} is the systemd credential {credential}, but $CREDENTIALS_DIRECTORY is not set: "
-                f"systemd sets it for a unit with LoadCredential={credential}:<file>; outside systemd "
-                f"point CREDENTIALS_DIRECTORY at the directory holding {credential}"
-            )
-        file = Path(creds) / credential
-        if not file.exists():
-            raise ConfigError(
-                f"the {what}: credential {credential} is not in {creds}; "
-                f"add LoadCredential={credential}:<file> to the unit"
-            )
-    if file is not None:
-        try:
-            value = file.read_text().strip()
-        except OSError as e:
-            raise ConfigError(f"cannot read the {what} from {file}: {e.strerror}") from None
-        if not value:
-            raise ConfigError(f"{file} is empty; put the {what} in it")
-        return value
-    if env is not None:
-        value = os.environ.get(env, "")
-        if not value:
-            raise ConfigError(f"environment variable {env} is not set; export the {what} in it")
-        return value
-    raise ConfigError(f"no {what} configured")
-
-
-def tls_context(ca_file: Path | None, key: str) -> ssl.SSLContext:
-    """A verifying client context with ``ca_file`` (or the system CAs); ``key`` names the setting."""
-    try:
-        return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    except ssl.SSLError as e:  # before OSError, its base class
-        raise ConfigError(f"{key}: {ca_file} is not a PEM CA bundle ({e.reason})") from None
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{key}: {ca_file} does not exist; name the CA that signed the server's certificate"
-        ) from None
-    except OSError as e:
-        raise ConfigError(f"{key}: cannot read {ca_file}: {e.strerror}") from None

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import signal
 import socket
 import time
@@ -111,6 +112,14 @@ def build_sinks(cfg: cfgmod.Config) -> list[Sink]:
         from routerd.adapters.webhook import WebhookSink
 
         sinks.append(WebhookSink(w, w.secret(), setting=f"webhook.{i}"))
+    for i, x in enumerate(cfg.exec):
+        from routerd.adapters.exec_hook import ExecSink
+
+        sinks.append(ExecSink(x, setting=f"exec.{i}"))
+    if cfg.nftables is not None:
+        from routerd.adapters.nft import NftSink
+
+        sinks.append(NftSink(cfg.nftables))
     return sinks
 
 
@@ -128,6 +137,14 @@ def sink_summary(cfg: cfgmod.Config) -> str:
     on += [f"webhook {w.url}" for w in cfg.webhook]
     if not cfg.webhook:
         off.append("webhook off")
+    on += [f"exec {shlex.join(x.command)}" for x in cfg.exec]
+    if cfg.nftables is not None:
+        n = cfg.nftables
+        on.append(
+            f"nftables sets in table inet {n.table}"
+            if n.mode == "table"
+            else f"fw4 sets via {n.loadfile_dir}"
+        )
     if cfg.stdout_enabled:
         on.append("stdout")
     else:

@@ -11,6 +11,12 @@ The keys are routerd.toml's keys; UCI section types name the TOML tables::
         option host 'broker.lan'
     config webhook                   # [[webhook]], repeatable
         option url 'https://...'
+    config exec                      # [[exec]], repeatable
+        list command '/usr/bin/hook'
+    config nftables                  # [nftables]
+        option mode 'fw4'
+    config nftables_range            # [[nftables.range]], repeatable
+        option set 'dp_lb'
 
 Values are strings, as in UCI; pydantic turns '1'/'0', 'true'/'false' and
 numbers into what each key wants. Errors name the section and option.
@@ -21,10 +27,12 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from routerd.config import ConfigError
+from routerd.settings import ConfigError
 
-TABLES = {"tracker", "publish", "stdout", "mqtt"}
-REPEATED = {"interface", "webhook"}
+TABLES = {"tracker", "publish", "stdout", "mqtt", "nftables"}
+REPEATED = {"interface", "webhook", "exec"}
+NESTED = {"nftables_range": ("nftables", "range")}
+"""Repeated sections that are lists inside a table: ``config nftables_range`` is ``[[nftables.range]]``."""
 ENABLED = "enabled"
 """``option enabled '0'`` turns a section off (the OpenWrt convention)."""
 
@@ -58,8 +66,10 @@ def parse_uci(text: str, origin: str = "/etc/config/routerd") -> dict[str, Any]:
                 section.setdefault(words[1], []).append(words[2])
         else:
             raise ConfigError(f"{origin}:{lineno}: unknown keyword {kind!r} (config, option or list)")
+    off: set[str] = set()
     for stype, values, lineno in sections:
         if values.pop(ENABLED, "1") in ("0", "false", "no", "off"):
+            off.add(stype)
             continue
         if stype == "routerd":
             doc.update(values)
@@ -67,9 +77,14 @@ def parse_uci(text: str, origin: str = "/etc/config/routerd") -> dict[str, Any]:
             doc.setdefault(stype, {}).update(values)
         elif stype in REPEATED:
             doc.setdefault(stype, []).append(values)
+        elif stype in NESTED:
+            table, key = NESTED[stype]
+            doc.setdefault(table, {}).setdefault(key, []).append(values)
         else:
             raise ConfigError(
                 f"{origin}:{lineno}: unknown section type {stype!r}; "
-                f"use routerd, interface, webhook, {', '.join(sorted(TABLES))}"
+                f"use routerd, interface, webhook, exec, nftables_range, {', '.join(sorted(TABLES))}"
             )
+    for table in off & TABLES:
+        doc.pop(table, None)  # with the lists nested in it: a disabled [nftables] takes its ranges along
     return doc

@@ -5,7 +5,7 @@
 
 - docs/wire-schema.json: the JSON Schema of the wire message (routerd/core/wire.py)
 - docs/configuration.md: routerd's and clusterd's configuration keys, from the pydantic models
-- manifests/crds/ and the chart's crds/: the DynamicPrefix CRD (clusterd/crd.py)
+- manifests/crds/ and the chart's crds/: the DynamicPrefix CRD (clusterd/crd/)
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ as_root() {
 # System packages: Python's venv and headers (systemd-python builds against
 # libsystemd), and the real peers the tests talk to.
 SYSTEM_PACKAGES_RUN="python3-venv python3-dev gcc pkg-config libsystemd-dev iproute2"
-SYSTEM_PACKAGES_TEST="$SYSTEM_PACKAGES_RUN mosquitto mosquitto-clients radvd isc-dhcp-server isc-dhcp-client dhcpcd-base busybox shellcheck systemd unzip curl git ca-certificates openssl buildah debootstrap faketime"
+SYSTEM_PACKAGES_TEST="$SYSTEM_PACKAGES_RUN mosquitto mosquitto-clients radvd nftables isc-dhcp-server isc-dhcp-client dhcpcd-base busybox shellcheck systemd unzip curl git ca-certificates openssl buildah debootstrap faketime"
 
 ensure_system_packages() {
   missing=""

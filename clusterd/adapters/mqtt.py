@@ -25,16 +25,12 @@ from clusterd.clock import utcnow
 from clusterd.config import MQTTSection
 from clusterd.core.status import Report
 from clusterd.metrics import Metrics
-from routerd.adapters.mqtt import UNSUPPORTED_PROTOCOL, make_client
-from routerd.config import tls_context
+from routerd.adapters.mqttclient import UNSUPPORTED_PROTOCOL, make_client, reason_code
 from routerd.core.wire import WireError, decode
 from routerd.logs import RateLimited, kv
+from routerd.settings import tls_context
 
 LOG = logging.getLogger("clusterd.mqtt")
-
-
-def _code(rc: Any) -> int:
-    return int(getattr(rc, "value", rc))
 
 
 class MQTTReceiver:
@@ -93,13 +89,15 @@ class MQTTReceiver:
         self._connect()
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, *rest: Any) -> None:
-        if _code(rc) in UNSUPPORTED_PROTOCOL and self.v5 and self._loop is not None:
+        if reason_code(rc) in UNSUPPORTED_PROTOCOL and self.v5 and self._loop is not None:
             LOG.info("broker does not speak MQTT 5: falling back to 3.1.1 (a retained message's age then "
                      "comes from its observedAt)")  # fmt: skip
             self._loop.call_soon_threadsafe(self._fall_back)
             return
-        if _code(rc) != 0:
-            LOG.error("MQTT broker refused clusterd: check credentials and the ACL", extra=kv(code=_code(rc)))
+        if reason_code(rc) != 0:
+            LOG.error(
+                "MQTT broker refused clusterd: check credentials and the ACL", extra=kv(code=reason_code(rc))
+            )
             return
         client.subscribe(self.topic, qos=1)
         self.connected.set()

@@ -22,12 +22,10 @@ from clusterd.core import auth
 from clusterd.core.status import Report
 from clusterd.metrics import Metrics
 from routerd.core.tracker import UNIQUE_LOCAL
-from routerd.core.wire import WireError, decode
+from routerd.core.wire import SIGNATURE_HEADER, TIMESTAMP_HEADER, WireError, decode
 from routerd.logs import RateLimited, kv
 
 LOG = logging.getLogger("clusterd.webhook")
-TIMESTAMP = "X-Dynamic-Prefix-Timestamp"
-SIGNATURE = "X-Dynamic-Prefix-Signature"
 
 
 class WebhookServer:
@@ -92,7 +90,8 @@ class WebhookServer:
                 request, 413, "too-large", f"body larger than {self.cfg.max_body_bytes} bytes"
             )
         try:
-            auth.verify(self._secrets, request.headers.get(TIMESTAMP), request.headers.get(SIGNATURE), body,
+            headers = request.headers
+            auth.verify(self._secrets, headers.get(TIMESTAMP_HEADER), headers.get(SIGNATURE_HEADER), body,
                         time.time(), self.cfg.timestamp_window, self.replays)  # fmt: skip
         except auth.AuthError as e:
             return self._refuse(

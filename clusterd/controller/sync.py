@@ -73,7 +73,8 @@ class Sync:
             self.problems.pop(key, None)
             return True
         self.problems[key] = problem
-        await self.writer.events(obj, [Event("Normal" if waiting else "Warning", *problem)])
+        await self.writer.events(obj, [Event("Normal" if waiting else "Warning", *problem)],
+                                 self.cache.targets[key.kind])  # fmt: skip
         return True
 
     async def _write(
@@ -95,7 +96,7 @@ class Sync:
             self.cache.refused.add(key)
             return str(e)
         if got is not None and summary:
-            await self.writer.events(got, [Event("Normal", "AddressesUpdated", summary)])
+            await self.writer.events(got, [Event("Normal", "AddressesUpdated", summary)], t)
         return None
 
     # -- holders ----------------------------------------------------------------------------

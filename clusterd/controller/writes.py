@@ -130,13 +130,18 @@ class Writer:
     def unchanged(self, t: Target, name: str, waiting: bool = False) -> None:
         self._count(t, name, "waiting" if waiting else "unchanged")
 
-    async def events(self, obj: dict[str, Any], events: list[Event]) -> None:
+    async def events(self, obj: dict[str, Any], events: list[Event], t: Target | None = None) -> None:
+        """Record Events about a DynamicPrefix, or (``t``) an object of a target kind."""
         ref = Ref.of(obj)
         about = {"dynamicprefix": ref.name}
-        if ref.kind != crd.KIND:  # a target's object: its own name, and the DynamicPrefix it follows
+        if t is not None:  # list items carry no kind or apiVersion: the target knows them
+            version = self.cache.served.get(t.kind, t.versions[0])
+            ref = Ref(
+                f"{t.group}/{version}" if t.group else version, t.kind, ref.name, ref.namespace, ref.uid
+            )
             dp = (obj["metadata"].get("annotations") or {}).get(NAME)
             name = f"{ref.namespace}/{ref.name}" if ref.namespace else ref.name
-            about = {ref.kind.lower(): name, **({"dynamicprefix": dp} if dp else {})}
+            about = {t.kind.lower(): name, **({"dynamicprefix": dp} if dp else {})}
         for e in events:
             (LOG.warning if e.type == "Warning" else LOG.info)(e.message, extra=kv(**about, reason=e.reason))
             try:

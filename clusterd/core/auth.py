@@ -12,7 +12,7 @@ import hmac
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from routerd.core.wire import sign
+from routerd.core.wire import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 
 class AuthError(Exception):
@@ -59,11 +59,11 @@ def verify(
     routers over, remove the old one).
     """
     if not timestamp or not signature:
-        raise AuthError(401, "missing X-Dynamic-Prefix-Timestamp or X-Dynamic-Prefix-Signature header")
+        raise AuthError(401, f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header")
     try:
         ts = int(timestamp)
     except ValueError:
-        raise AuthError(400, f"X-Dynamic-Prefix-Timestamp {timestamp[:20]!r} is not Unix seconds") from None
+        raise AuthError(400, f"{TIMESTAMP_HEADER} {timestamp[:20]!r} is not Unix seconds") from None
     if not any(hmac.compare_digest(sign(s, timestamp, body), signature) for s in secrets):
         raise AuthError(401, "bad signature: check the shared secret on both sides")
     if abs(now - ts) > window:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from ipaddress import IPv6Network
 
-from clusterd.core.ranges import PlacedRange
 from clusterd.core.status import placed_ranges, placed_subnets
 from clusterd.crd import DynamicPrefixSpec
+from routerd.core.ranges import PlacedRange
 
 
 class Placements:

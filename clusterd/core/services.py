@@ -20,40 +20,61 @@ requested too, else writing the IPv6 ones would take them away. MetalLB holds on
 addresses make it allocate nothing), so a MetalLB Service moves to its new
 address alone and the lost old one is reported.
 
-clusterd owns only the values it wrote, recorded in
-``dynamic-prefix.io/managed-annotations`` (the IPv4 addresses it keeps
-requesting included: the user never asked to pin them); a user's own values
-in those annotations are kept, and removing ``dynamic-prefix.io/name`` takes
-back only clusterd's own values.
+clusterd owns only the values it wrote (clusterd/core/service_annotations.py),
+the IPv4 addresses it keeps requesting included: the user never asked to pin
+them; removing ``dynamic-prefix.io/name`` takes back only clusterd's own values.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address, IPv6Network, ip_address
-from typing import TypeVar
+from ipaddress import IPv4Address, IPv6Address, IPv6Network
 
-from clusterd.core import ranges
 from clusterd.core.placements import Placements
 from clusterd.core.pools import NAME, RANGE, prefixes_in_use
+from clusterd.core.service_annotations import (
+    CILIUM_IPS,
+    CILIUM_IPS_OLD,
+    DNS_TARGET,
+    HOST_SUFFIX,
+    IP_ANNOTATION,
+    MANAGE_DNS,
+    METALLB_IPS,
+    OWNED,
+    SERVICE_RANGE,
+    addresses,
+    ip_annotation,
+    ips,
+    merge,
+    owned,
+    split,
+)
 from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
+from routerd.core import ranges
 
-SERVICE_RANGE = "dynamic-prefix.io/service-address-range"
-HOST_SUFFIX = "dynamic-prefix.io/host-suffix"
-MANAGE_DNS = "dynamic-prefix.io/manage-dns"
-IP_ANNOTATION = "dynamic-prefix.io/ip-annotation"
-OWNED = "dynamic-prefix.io/managed-annotations"
-
-CILIUM_IPS = "lbipam.cilium.io/ips"
-CILIUM_IPS_OLD = "io.cilium/lb-ipam-ips"
-METALLB_IPS = "metallb.io/loadBalancerIPs"
-DNS_TARGET = "external-dns.alpha.kubernetes.io/target"
-
-Addr = TypeVar("Addr", IPv4Address, IPv6Address)
-
+__all__ = [
+    "CILIUM_IPS",
+    "CILIUM_IPS_OLD",
+    "DNS_TARGET",
+    "HOST_SUFFIX",
+    "IP_ANNOTATION",
+    "MANAGE_DNS",
+    "METALLB_IPS",
+    "METALLB_ONE_PER_FAMILY",
+    "NOT_SYNCED",
+    "OWNED",
+    "SERVICE_RANGE",
+    "WAITING",
+    "ServicePlan",
+    "ServiceView",
+    "addresses",
+    "ip_annotation",
+    "owned",
+    "plan",
+]
 
 WAITING = "WaitingForAddress"
 NOT_SYNCED = "NotSynced"
@@ -93,81 +114,16 @@ class ServicePlan:
         return self.reason == WAITING
 
 
-def _split(value: str | None) -> list[str]:
-    return [v.strip() for v in (value or "").split(",") if v.strip()]
-
-
-def owned(annotations: Mapping[str, str]) -> dict[str, list[str]]:
-    """The ownership record; unreadable counts as owning nothing."""
-    try:
-        doc = json.loads(annotations.get(OWNED) or "{}")
-    except ValueError:
-        return {}
-    if not isinstance(doc, dict):
-        return {}
-    return {k: [str(x) for x in v] for k, v in doc.items() if isinstance(v, list)}
-
-
-def ip_annotation(annotations: Mapping[str, str], default: str) -> str:
-    """Which annotation carries the requested addresses for this Service.
-
-    ``dynamic-prefix.io/ip-annotation: cilium|metallb`` decides; else a Service
-    already using one of the keys keeps it (the older Cilium key too); else a
-    MetalLB pool annotation means MetalLB; else clusterd's configured default.
-    """
-    explicit = annotations.get(IP_ANNOTATION)
-    if explicit == "metallb":
-        return METALLB_IPS
-    if explicit == "cilium":
-        return CILIUM_IPS
-    for key in (CILIUM_IPS, CILIUM_IPS_OLD, METALLB_IPS):
-        if key in annotations:
-            return key
-    if any(k.startswith(("metallb.io/", "metallb.universe.tf/")) for k in annotations):
-        return METALLB_IPS
-    return METALLB_IPS if default == "metallb" else CILIUM_IPS
-
-
-def _merge(current: str | None, mine_before: list[str], mine_now: list[str]) -> str | None:
-    """Keep every value the user wrote; replace ours. None when nothing is left."""
-    user = [v for v in _split(current) if v not in mine_before and v not in mine_now]
-    values = mine_now + user
-    return ",".join(values) if values else None
-
-
 def _release(svc: ServiceView) -> ServicePlan:
     record = owned(svc.annotations)
     if not record and OWNED not in svc.annotations:
         return ServicePlan({})
     changes: dict[str, str | None] = {OWNED: None}
     for key, mine in record.items():
-        merged = _merge(svc.annotations.get(key), mine, [])
+        merged = merge(svc.annotations.get(key), mine, [])
         if merged != svc.annotations.get(key):
             changes[key] = merged
     return ServicePlan(changes, summary="released: took back only clusterd's own values")
-
-
-def _ips(texts: Iterable[str], family: type[Addr]) -> list[Addr]:
-    """The addresses of one family among ``texts``, in order, once each; other text is skipped."""
-    out: list[Addr] = []
-    for text in texts:
-        try:
-            a = ip_address(text)
-        except ValueError:
-            continue
-        if isinstance(a, family) and a not in out:
-            out.append(a)
-    return out
-
-
-def addresses(
-    annotations: Mapping[str, str], ingress_ips: Sequence[str], load_balancer_ip: str | None
-) -> set[IPv6Address]:
-    """The IPv6 addresses a Service holds or requests: clusterd never chooses them for another Service."""
-    texts = [*ingress_ips, load_balancer_ip or ""]
-    for key in (CILIUM_IPS, CILIUM_IPS_OLD, METALLB_IPS):
-        texts += _split(annotations.get(key))
-    return set(_ips(texts, IPv6Address))
 
 
 def _offset_from(
@@ -244,7 +200,7 @@ def plan(
     record = owned(ann)
     target_key = ip_annotation(ann, default_annotation)
     mine_before = record.get(target_key, [])
-    listed = _split(ann.get(target_key))
+    listed = split(ann.get(target_key))
     users = [v for v in listed if v not in mine_before]
     chose = False
     if suffix_text:
@@ -259,7 +215,7 @@ def plan(
             )
         mine = [ranges.place(p, suffix) for p, _r in placed]
     else:
-        held = _ips([*svc.ingress_ips, *mine_before, *users], IPv6Address)
+        held = ips([*svc.ingress_ips, *mine_before, *users], IPv6Address)
         if held:
             offset = _offset_from(held, placed)
             if offset is None:
@@ -282,11 +238,11 @@ def plan(
     requested = mine[:1] if metallb else mine
     # The IPv4 addresses the Service holds stay requested: LB-IPAM drops every allocation the
     # annotation does not list. clusterd wrote them, so they are its own values (taken back on release).
-    kept = [str(a) for a in _ips(svc.ingress_ips, IPv4Address) if str(a) not in users]
+    kept = [str(a) for a in ips(svc.ingress_ips, IPv4Address) if str(a) not in users]
     values = [str(a) for a in requested] + kept
     problem, reason = None, NOT_SYNCED
     if metallb:
-        extra = [str(a) for a in _ips(users, IPv6Address) if str(a) not in values]
+        extra = [str(a) for a in ips(users, IPv6Address) if str(a) not in values]
         if extra:
             return _problem(f"{METALLB_IPS} also lists {', '.join(extra)}, and MetalLB holds one address per "
                             "family (it would allocate nothing): remove it")  # fmt: skip
@@ -300,7 +256,7 @@ def plan(
         want[DNS_TARGET] = [str(mine[0])]
     changes: dict[str, str | None] = {}
     for key in set(want) | set(record):
-        merged = _merge(ann.get(key), record.get(key, []), want.get(key, []))
+        merged = merge(ann.get(key), record.get(key, []), want.get(key, []))
         if merged != ann.get(key):
             changes[key] = merged
     new_record = json.dumps(want, separators=(",", ":"), sort_keys=True)

@@ -10,13 +10,20 @@ While disconnected, only the newest state of each interface is kept and it is
 published on reconnect. paho re-sends an unacknowledged older message before
 anything published later, so the broker never ends on a stale state; and each
 message carries its sequence for consumers to check.
+
+With ``homeassistant_discovery`` routerd also announces each interface to Home
+Assistant's MQTT discovery (``homeassistant/sensor/<id>/config``, retained): a
+sensor whose ``value_template`` reads the first preferred prefix from the state
+message above, which stays as it is. ``false`` empties those retained configs,
+so Home Assistant removes the sensors.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-import ssl
+import re
 import sys
 import threading
 from typing import Any
@@ -25,36 +32,15 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from routerd import __version__
 from routerd.adapters.delivery import Delivery, explain
-from routerd.config import MQTTSection, tls_context
+from routerd.adapters.mqttclient import UNSUPPORTED_PROTOCOL, make_client, reason_code
+from routerd.config import MQTTSection
 from routerd.core.wire import PrefixState
 from routerd.logs import RateLimited, kv
+from routerd.settings import tls_context
 
 LOG = logging.getLogger("routerd.mqtt")
-PAHO2 = hasattr(mqtt, "CallbackAPIVersion")
-UNSUPPORTED_PROTOCOL = {1, 132}  # MQTT 3.1.1 CONNACK code 1; MQTT 5 reason code 0x84
-
-
-def _code(rc: Any) -> int:
-    return int(getattr(rc, "value", rc))
-
-
-def make_client(
-    client_id: str, *, v5: bool, username: str | None, password: str | None, tls: ssl.SSLContext | None
-) -> mqtt.Client:
-    """A paho client (1.6 or 2.x) with credentials and verified TLS (``tls``: from
-    :func:`routerd.config.tls_context`); clusterd's subscriber uses it too."""
-    proto = mqtt.MQTTv5 if v5 else mqtt.MQTTv311
-    if PAHO2:
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=proto)  # type: ignore[attr-defined,unused-ignore]
-    else:
-        c = mqtt.Client(client_id=client_id, protocol=proto)
-    if username:
-        c.username_pw_set(username, password)
-    if tls is not None:
-        c.tls_set_context(tls)
-    c.reconnect_delay_set(min_delay=1, max_delay=60)
-    return c
 
 
 def expiry(msg: PrefixState) -> int | None:
@@ -64,6 +50,40 @@ def expiry(msg: PrefixState) -> int | None:
         return None
     longest = max(v for v in lifetimes if v is not None)
     return longest or None
+
+
+HA_DISCOVERY_PREFIX = "homeassistant"
+"""Home Assistant's default discovery prefix."""
+HA_CURRENT_PREFIX = (
+    "{% set p = value_json.prefixes | selectattr('state', 'eq', 'preferred') | list %}"
+    "{{ p[0].prefix if p else 'none' }}"
+)
+"""The first preferred prefix of a state message (wire-protocol.md, rule 5), or 'none'."""
+
+
+def homeassistant_discovery(router_id: str, interface: str, state_topic: str, availability_topic: str
+                            ) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    """The discovery topic and config of the sensor showing ``interface``'s current prefix."""
+    object_id = re.sub(r"[^A-Za-z0-9_-]", "_", f"dynamic_prefix_{router_id}_{interface}")
+    config = {
+        "name": f"IPv6 prefix {interface}",
+        "unique_id": object_id,
+        "icon": "mdi:ip-network",
+        "state_topic": state_topic,
+        "value_template": HA_CURRENT_PREFIX,
+        "json_attributes_topic": state_topic,
+        "availability_topic": availability_topic,
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "device": {
+            "identifiers": [re.sub(r"[^A-Za-z0-9_-]", "_", f"dynamic_prefix_{router_id}")],
+            "name": f"routerd {router_id}",
+            "manufacturer": "dynamic-prefix",
+            "model": "routerd",
+            "sw_version": __version__,
+        },
+    }
+    return f"{HA_DISCOVERY_PREFIX}/sensor/{object_id}/config", config
 
 
 def url(cfg: MQTTSection) -> str:
@@ -89,9 +109,12 @@ class MQTTSink:
         self._acked: dict[str, int] = {}
         """topic -> the newest sequence the broker acknowledged."""
         self._inflight: dict[int, tuple[str, int] | None] = {}
-        """message id -> (topic, sequence) of a state, or None for an availability message."""
+        """message id -> (topic, sequence) of a state, (topic, -1) of a discovery config, or None for an
+        availability message."""
         self._early: set[int] = set()
         """Acknowledgements that arrived before publish() returned their message id."""
+        self._announced: set[str] = set()
+        """Interfaces whose Home Assistant discovery config went out on this connection."""
         self._connected = False
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -159,6 +182,8 @@ class MQTTSink:
             if not self._connected:
                 LOG.debug("broker unreachable: keeping the newest state", extra=kv(topic=topic))
                 return
+        assert self._client is not None
+        self._announce(self._client, msg.interface)
         self._send(topic, msg)
 
     def queued(self) -> int:
@@ -174,6 +199,22 @@ class MQTTSink:
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call,unused-ignore]
             props.MessageExpiryInterval = seconds
         self._publish(self._client, topic, msg.to_json(), (topic, msg.sequence), props)
+
+    def _announce(self, client: mqtt.Client, interface: str) -> None:
+        """Home Assistant's discovery config for ``interface`` (or, set to false, its removal), once
+        per connection; left alone when ``homeassistant_discovery`` is unset."""
+        wanted = self.cfg.homeassistant_discovery
+        if wanted is None:
+            return
+        with self._lock:
+            if interface in self._announced:
+                return
+            self._announced.add(interface)
+        topic, config = homeassistant_discovery(
+            self.router_id, interface, self.state_topic(interface), self.availability_topic
+        )
+        # An empty retained payload deletes the retained config; Home Assistant then removes the sensor.
+        self._publish(client, topic, json.dumps(config) if wanted else "", (topic, -1))
 
     def _publish(
         self, client: mqtt.Client, topic: str, payload: str | bytes, state: tuple[str, int] | None,
@@ -203,7 +244,7 @@ class MQTTSink:
     # -- paho callbacks (paho's thread) -------------------------------------------------------
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, *rest: Any) -> None:
-        code = _code(rc)
+        code = reason_code(rc)
         if code != 0:
             if code in UNSUPPORTED_PROTOCOL and self._v5 and self.cfg.protocol == "auto":
                 LOG.info("broker does not speak MQTT 5: falling back to 3.1.1")
@@ -222,7 +263,11 @@ class MQTTSink:
         with self._lock:
             self._connected = True
             self.delivery.connected = True
+            self._announced.clear()
+            interfaces = [m.interface for m in self._latest.values()]
             pending = [(t, m) for t, m in self._latest.items() if self._acked.get(t, -1) < m.sequence]
+        for interface in interfaces:
+            self._announce(client, interface)
         for topic, msg in pending:
             self._send(topic, msg)
 

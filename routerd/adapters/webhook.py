@@ -23,14 +23,13 @@ from urllib.parse import urlsplit
 from urllib.request import Request, urlopen  # loads it here, in the main thread: routerd/lean.py
 
 from routerd.adapters.delivery import Delivery, explain
-from routerd.config import WebhookSection, tls_context
+from routerd.config import WebhookSection
 from routerd.core.backoff import Backoff
-from routerd.core.wire import PrefixState, sign
+from routerd.core.wire import SIGNATURE_HEADER, TIMESTAMP_HEADER, PrefixState, sign
 from routerd.logs import kv
+from routerd.settings import tls_context
 
 LOG = logging.getLogger("routerd.webhook")
-TIMESTAMP_HEADER = "X-Dynamic-Prefix-Timestamp"
-SIGNATURE_HEADER = "X-Dynamic-Prefix-Signature"
 RETRYABLE_4XX = {408, 425, 429}
 
 

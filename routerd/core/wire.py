@@ -162,6 +162,12 @@ class PrefixState(_Model):
         return self.model_dump_json(by_alias=True).encode()
 
 
+TIMESTAMP_HEADER = "X-Dynamic-Prefix-Timestamp"
+"""The webhook header carrying the Unix seconds the request was signed at."""
+SIGNATURE_HEADER = "X-Dynamic-Prefix-Signature"
+"""The webhook header carrying :func:`sign`'s value."""
+
+
 def sign(secret: bytes, timestamp: int | str, body: bytes) -> str:
     """The webhook signature header value: HMAC-SHA256 over ``"<timestamp>." + body`` (docs/wire-protocol.md)."""
     mac = hmac.new(secret, str(timestamp).encode() + b"." + body, hashlib.sha256)

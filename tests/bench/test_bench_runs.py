@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_quick_run_writes_every_suite(tmp_path: Path) -> None:
     require.require_root()
     require.require_program("mosquitto", "mosquitto")
+    require.require_program("nft", "nftables")
     if not (
         testbin.find("kube-apiserver") and testbin.find("etcd") and testbin.find("cilium-operator-generic")
     ):
@@ -44,6 +45,8 @@ def test_quick_run_writes_every_suite(tmp_path: Path) -> None:
     lab = doc["results"]["routerd"]["lab"]
     assert lab["ra_to_mqtt"]["n"] == 10
     assert lab["flood"]["accepted"] == lab["flood"]["ras"]
+    nft = doc["results"]["routerd"]["nftables"]
+    assert nft["sink_ok"] is True and nft["transaction"]["nft_f_spawned_ms"]["n"] == 10
     owrt = doc["results"]["routerd"]["openwrt_versions"]
     assert owrt["ras"] == lab["flood"]["ras"]
     assert owrt["versions"]["pydantic"] == doc["versions"]["pydantic"]

@@ -58,3 +58,15 @@ def test_files(tmp_path: Path) -> None:
         cfgmod.load(p)
     p.write_text("leaderElection: {enabled: true}\n")
     assert cfgmod.load(p).leader_election.enabled
+
+
+def test_mqtt_password_from_one_source_only() -> None:
+    """Both passwordFile and passwordEnv set is refused, as routerd refuses it (the file used to
+    win silently); one of them, or neither, is fine."""
+    both = {"mqtt": {"host": "b", "passwordFile": "/run/secrets/mqtt", "passwordEnv": "MQTT_PASSWORD"}}
+    with pytest.raises(cfgmod.ConfigError) as err:
+        cfgmod.parse(both, "clusterd.yaml")
+    assert "mqtt: " in str(err.value)
+    assert "at most one of passwordFile or passwordEnv" in str(err.value)
+    assert cfgmod.parse({"mqtt": {"host": "b", "passwordEnv": "P"}}).mqtt is not None
+    assert cfgmod.parse({"mqtt": {"host": "b"}}).mqtt is not None

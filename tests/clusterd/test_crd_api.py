@@ -1,6 +1,6 @@
 """The DynamicPrefix CRD on the real API server: the Go operator's manifests apply, bad specs are refused.
 
-The CRD is generated from clusterd/crd.py (tests/docs checks manifests/ is
+The CRD is generated from clusterd/crd/ (tests/docs checks manifests/ is
 current); these tests send objects to the API server and check what its
 schema and CEL rules say.
 """

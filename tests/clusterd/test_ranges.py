@@ -1,4 +1,4 @@
-"""Range arithmetic (clusterd/core/ranges.py): exact CIDR sets, placement, subnets, offsets."""
+"""Range arithmetic (routerd/core/ranges.py): exact CIDR sets, placement, subnets, offsets."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clusterd.core import ranges
+from routerd.core import ranges
 
 P = IPv6Network("2001:db8:1234::/64")
 

@@ -98,6 +98,17 @@ class Routerd:
         return int(self.proc.returncode)
 
 
+QUIET_LO = """[stdout]
+enabled = false
+[[interface]]
+name = "lo"
+ra = false
+netlink = false
+"""
+"""routerd.toml tables for a routerd that needs no root: it watches ``lo`` with RA and netlink off
+and publishes that interface once after start, which is all a sink needs to have something to do."""
+
+
 def current(msg: dict[str, Any]) -> str | None:
     """The first preferred prefix of a state message (what a consumer would use)."""
     return next((p["prefix"] for p in msg["prefixes"] if p["state"] == "preferred"), None)

@@ -19,10 +19,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clusterd.core import ranges
 from clusterd.core.status import Report, plan
 from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
-from routerd.core import ra, rtnetlink, wire
+from routerd.core import ra, ranges, rtnetlink, wire
 from routerd.core.emitter import message
 from routerd.core.tracker import RAObserved, Tracker
 from tests.clusterd.test_status_planner import entry

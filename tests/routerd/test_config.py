@@ -42,6 +42,13 @@ def test_a_sink_turns_stdout_off_unless_asked() -> None:
         ({"mqtt": {"host": "b", "password_env": "P", "password_credential": "p"}}, "at most one of"),
         ({"tracker": {"max_prefix_length": 80}}, "tracker.max_prefix_length"),
         ({"publish": {"heartbeat": 1}}, "publish.heartbeat"),
+        ({"exec": [{"command": []}]}, "exec.0.command: Tuple should have at least 1 item"),
+        (
+            {"exec": [{"command": "/usr/bin/hook -v"}]},
+            "exec.0.command: Value error, give the program and its "
+            'arguments as a list, e.g. ["/usr/local/bin/hook", "--flag"]',
+        ),
+        ({"exec": [{"command": ["/usr/bin/hook"], "timeout": 0}]}, "exec.0.timeout"),
     ],
 )
 def test_errors_name_the_key(doc: dict[str, object], fragment: str) -> None:

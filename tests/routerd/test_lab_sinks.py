@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import pytest
 import trustme
 
-from routerd.adapters.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from routerd.core.wire import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from tests.ground.mosquitto import USERS, Mosquitto
 from tests.ground.mqttclient import Subscriber
 from tests.ground.netlab import AdvPrefix, Lab

@@ -4,6 +4,9 @@ An address range is written as two suffixes (``::f000:0:0:0`` ..
 ``::ffff:ffff:ffff:ffff``) that only fill host bits; the prefix supplies the
 network bits. The CIDR set of a range covers exactly the range, never a wider
 block (the original operator used one approximate covering CIDR).
+
+It lives in routerd's core because both programs place ranges: clusterd for a
+DynamicPrefix's address ranges, routerd for its nftables range sets.
 """
 
 from __future__ import annotations
