@@ -69,10 +69,6 @@ class Writer:
         self.cache.written(None, obj, got)
         return got
 
-    async def patch(self, t: Target, obj: Obj, p: Patch) -> Obj | None:
-        """Write ``p`` at the version ``obj`` was read; None when the object is gone."""
-        return await self.write(t, obj, p)
-
     async def write(self, t: Target, obj: Obj, w: Patch | Create | Delete) -> Obj | None:
         """Patch or delete ``obj`` at the version it was read, or create ``w`` (``obj``: its template).
 

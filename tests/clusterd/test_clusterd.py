@@ -499,7 +499,7 @@ async def test_a_replica_that_stopped_leading_sends_no_further_write(cluster: Ku
     w = poolplan.plan([V4], ann, [block(A)]).final
     assert w is not None
     with pytest.raises(NotLeader):
-        await ctl.writer.patch(cilium_pool.TARGET, pool, Patch(
+        await ctl.writer.write(cilium_pool.TARGET, pool, Patch(
             {poolplan.MANAGED: poolplan.managed_annotation(w.managed)}, "blocks", w.entries))  # fmt: skip
     assert current(cluster) is None and get_pool(cluster, "lb-pool")["spec"]["blocks"] == [V4]
 
