@@ -363,7 +363,8 @@ def apply_crds(api: KubeAPI, crds: Iterable[dict[str, Any]], timeout: float = 30
     for name in names:
         while True:
             _, got = api.request("GET", f"{CRD_PATH}/{name}")
-            conds = {c["type"]: c["status"] for c in got.get("status", {}).get("conditions", [])}
+            # A CRD just created may carry "conditions": null until its controller runs.
+            conds = {c["type"]: c["status"] for c in (got.get("status") or {}).get("conditions") or []}
             if conds.get("Established") == "True" and conds.get("NamesAccepted") == "True":
                 break
             if time.monotonic() > deadline:
