@@ -157,12 +157,19 @@ def test_a_b_a_expiry_pools_are_made_disabled_enabled_and_deleted_never_a_cidr_e
         settle(log, [("DELETED", POOL_B)])
         assert pool(cluster, POOL_B) is None
         assert disabled(cluster, POOL_A) is False
+        # The parent was never written: the watch saw no event of it until now.
+        after = pool(cluster, "lb")
+        assert after is not None
+        assert after["metadata"]["resourceVersion"] == parent["metadata"]["resourceVersion"]
+
+        # The user takes the parent's annotation away: A's pool is disabled at once, with no new message.
+        k8s.CustomObjectsApi(cluster.admin()).patch_cluster_custom_object(
+            G, V, P, "lb", {"metadata": {"annotations": {"dynamic-prefix.io/name": None}}}
+        )
+        settle(log, [("MODIFIED", "lb"), ("MODIFIED", POOL_A)])
+        assert disabled(cluster, POOL_A) is True
     finally:
         log.stop()
-    # The parent was never written: the watch saw no event of it, and its version is the one it was made at.
-    after = pool(cluster, "lb")
-    assert after is not None
-    assert after["metadata"]["resourceVersion"] == parent["metadata"]["resourceVersion"]
 
 
 def test_the_stand_in_rules_refuse_a_cidr_edit_and_a_pool_too_small_for_its_blocks(
