@@ -104,38 +104,45 @@ class Sync:
     async def holders(
         self, dp: str, spec: DynamicPrefixSpec, status: DynamicPrefixStatus, final: bool
     ) -> Condition:
-        """Write each holder's ``grow`` step, or with ``final`` its final list in one write."""
+        """Write each holder's ``grow`` step, or with ``final`` its final list in one write.
+
+        The holders are independent objects: their writes go out together (a renumbering
+        with a hundred pools waits for the slowest, not for the sum).
+        """
         holders = [t for t in self.cache.targets.values() if not t.consumer]
         if not any(t.kind in self.cache.served for t in holders):
             return False, "CiliumCRDsMissing", f"no {' or '.join(t.kind for t in holders)} CRD is served"
-        ctx, problems, synced = self.context(dp), [], 0
-        for t in holders:
-            if t.kind not in self.cache.served:
-                continue
-            for key, obj in self.cache.following(t.kind, dp):
-                p = t.desired(spec, status, obj, ctx)
-                w = p.final if final else p.grow
-                refused = None
-                for c in p.creates:  # new objects come with the first step, as any addition does
-                    refused = refused or await self._write(t, key, obj, c, p.summary)
-                if w is not None and refused is None:
-                    refused = await self._write(t, key, obj, w, p.summary)
-                outcome = self._outcome(p, refused)
-                if w is None and not p.creates and outcome is None:
-                    self.writer.unchanged(t, key.name)
-                if outcome is not None:
-                    problems.append(f"{t.kind} {key.name}: {outcome[1]}")
-                    await self._problem(key, obj, outcome, False)
-                    continue
-                await self._problem(key, obj, None, False)
-                synced += 1
-                if isinstance(w, Patch):
-                    LOG.info(
-                        "pool synced", extra=kv(kind=t.kind, pool=key.name, entries=len(w.entries or []))
-                    )
+        ctx = self.context(dp)
+        steps = [self._holder(t, key, obj, t.desired(spec, status, obj, ctx), final)
+                 for t in holders if t.kind in self.cache.served
+                 for key, obj in self.cache.following(t.kind, dp)]  # fmt: skip
+        results = await asyncio.gather(*steps, return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise failures[0]
+        problems = [r for r in results if isinstance(r, str)]
         if problems:
             return False, "PoolProblems", "; ".join(problems)
-        return True, "Synced", f"{synced} pool(s) and CIDR group(s) in step"
+        return True, "Synced", f"{len(results)} pool(s) and CIDR group(s) in step"
+
+    async def _holder(self, t: Target, key: ObjectKey, obj: Obj, p: Plan, final: bool) -> str | None:
+        """One holder's step; the line for the condition when it is not in step."""
+        w = p.final if final else p.grow
+        refused = None
+        async with self._slots:
+            for c in p.creates:  # new objects come with the first step, as any addition does
+                refused = refused or await self._write(t, key, obj, c, p.summary)
+            if w is not None and refused is None:
+                refused = await self._write(t, key, obj, w, p.summary)
+        outcome = self._outcome(p, refused)
+        await self._problem(key, obj, outcome, False)
+        if outcome is not None:
+            return f"{t.kind} {key.name}: {outcome[1]}"
+        if w is None and not p.creates:
+            self.writer.unchanged(t, key.name)
+        elif isinstance(w, Patch):
+            LOG.info("pool synced", extra=kv(kind=t.kind, pool=key.name, entries=len(w.entries or [])))
+        return None
 
     async def orphaned(self, dp: str) -> None:
         """The DynamicPrefix is gone: its holders keep what they have, and say so once."""
