@@ -607,3 +607,29 @@ def test_a_replayed_or_forged_mqtt_message_is_logged_with_the_sequences(
     assert cd.metric("dynamic_prefix_messages_total", transport="mqtt", result="stale") == 2
     assert sum("ignored a message from" in x for x in cd.log_lines) == 1
     assert current(cluster) == A
+
+
+def test_a_pool_status_written_by_cilium_starts_no_pass(cluster: KubeAPI, clusterd_factory: Any) -> None:
+    """LB-IPAM rewrites a pool's status (its counts) at every allocation; clusterd reads none of it.
+
+    Each such write used to start a pass over the whole DynamicPrefix, planning every one of
+    its Services again (docs/performance.md, "HA Services"): now it makes no work at all.
+    """
+    create_dp(cluster, router="edge")
+    create_pool(cluster, "lb-pool", [V4])
+    cd = clusterd_factory()
+    cd.wait_ready()
+    assert post_state(cd.webhook_url, WEBHOOK_SECRET, state("edge", "br-lan", 1, prefix(A)))[0] == 200
+    wait_until(lambda: condition(get_dp(cluster), "PoolsSynced") == ("True", "Synced"), what="PoolsSynced")
+    time.sleep(1.0)  # the pass's last writes and their echoes
+    passes = cd.metric("dynamic_prefix_reconcile_duration_seconds_count")
+    custom = k8s.CustomObjectsApi(cluster.admin())
+    for used in range(5):
+        counts = {"type": "cilium.io/IPsUsed", "status": "Unknown", "reason": "noreason", "message": str(used),
+                  "lastTransitionTime": "2026-11-29T00:00:00Z"}  # fmt: skip
+        custom.patch_cluster_custom_object_status("cilium.io", "v2", "ciliumloadbalancerippools", "lb-pool",
+                                                  {"status": {"conditions": [counts]}})  # fmt: skip
+        time.sleep(0.3)
+    time.sleep(2.0)
+    assert cd.metric("dynamic_prefix_reconcile_duration_seconds_count") == passes
+    assert get_pool(cluster, "lb-pool")["status"]["conditions"][0]["message"] == "4"  # the writes landed
