@@ -168,8 +168,11 @@ class Cache:
             if t.consumer and not gone and t.follows(o) is None and not t.has_record(o):
                 gone = True  # neither follows nor carries clusterd's record: not clusterd's concern
             if gone:
-                if cached.pop(ident, None) is not None and t.consumer:
+                was = cached.pop(ident, None)
+                if was is not None and t.consumer:
                     keys.append(ObjectKey(t.kind, *ident))  # its problem and its count go
+                elif was is not None and (left := t.follows(was)) is not None:
+                    keys.append(DynamicPrefixKey(left))  # objects made from this holder follow it
                 continue
             cached[ident] = o
             old = previous.get(ident)
@@ -178,7 +181,11 @@ class Cache:
                 continue  # the echo of our own write, a relist, or a change clusterd does not read
             if t.consumer:
                 keys.append(ObjectKey(t.kind, *ident))
-            elif (dp := t.follows(o)) is not None:
+                continue
+            dp = t.follows(o)
+            if old is not None and (left := t.follows(old)) not in (None, dp):
+                keys.append(DynamicPrefixKey(left))  # a holder that left: objects made from it follow it
+            if dp is not None:
                 keys.append(DynamicPrefixKey(dp))
             elif t.has_record(o):
                 keys.append(ObjectKey(t.kind, *ident))  # no longer follows: take back our entries

@@ -43,6 +43,13 @@ def summarize(count: int, problems: dict[ObjectKey, tuple[str, str]]) -> Conditi
     return False, reason, "; ".join(shown) + (f"; and {more} more (see the Services' Events)" if more else "")
 
 
+def _summary(c: Create) -> str:
+    """The Event on an object made from another (which API it was written as); none for the others."""
+    return (
+        "" if c.source is None else f"created from {c.source['metadata']['name']} as {c.body['apiVersion']}"
+    )
+
+
 def _named(key: ObjectKey) -> str:
     return f"{key.namespace}/{key.name}" if key.namespace else key.name
 
@@ -85,7 +92,7 @@ class Sync:
         return True
 
     async def _write(self, t: Target, key: ObjectKey, obj: Obj, p: Write, summary: str = "") -> str | None:
-        """Write one patch; the refusal's text when the API server refused it (now or before)."""
+        """Write one change; the refusal's text when the API server refused it (now or before)."""
         rv = obj["metadata"].get("resourceVersion")
         if (refused := self.refused.get(key)) is not None and refused == (rv, p):
             return self.problems.get(key, ("", "refused by the API server"))[1]
@@ -121,7 +128,7 @@ class Sync:
         if failures:
             raise failures[0]
         problems = [r for r in results if isinstance(r, str)]
-        for t in holders if final else []:  # the objects clusterd creates itself
+        for t in holders:  # the objects clusterd creates itself: missing ones made in either step
             problems += await self._create(t, dp, spec, status, ctx)
         if problems:
             return False, "PoolProblems", "; ".join(problems)
@@ -139,24 +146,26 @@ class Sync:
     async def _create(
         self, t: Target, dp: str, spec: DynamicPrefixSpec, status: DynamicPrefixStatus, ctx: Context
     ) -> list[str]:
-        """Create the objects clusterd keeps whole that are missing; a problem line for each it cannot."""
-        if not t.whole:
-            return []
+        """Create the objects clusterd keeps whole that are missing; a problem line for each it cannot.
+
+        A problem is shown on the object a create is made from (``Create.source``), else on its body.
+        """
         wanted = t.creates(spec, status, ctx)
         if t.kind not in self.cache.served:
             return [f"{t.kind}: its CRD is not served (install or upgrade the component)"] if wanted else []
         problems = []
-        for body in wanted:
-            m = body["metadata"]
+        for c in wanted:
+            m = c.body["metadata"]
             key = ObjectKey(t.kind, m.get("namespace"), m["name"])
             existing = self.cache.get(key)
             if existing is None:
-                refused = await self._write(t, key, body, Create(body))
-            elif t.follows(existing) != dp:
+                refused = await self._write(t, key, c.body, c, _summary(c))
+            elif t.follows(existing) != dp or t.has_record(existing) != t.has_record(c.body):
                 refused = f"a {t.kind} named {m['name']} exists and is not this DynamicPrefix's; rename it"
             else:
                 continue
-            await self._problem(key, body, None if refused is None else ("WriteRefused", refused), False)
+            shown = dict(c.source) if c.source is not None else c.body
+            await self._problem(key, shown, None if refused is None else ("WriteRefused", refused), False)
             if refused is not None:
                 problems.append(f"{t.kind} {key.name}: {refused}")
         return problems
@@ -165,7 +174,7 @@ class Sync:
         """One holder's step; the line for the condition when it is not in step."""
         w = p.final if final else p.grow
         async with self._slots:
-            refused = None if w is None else await self._write(t, key, obj, w)
+            refused = None if w is None else await self._write(t, key, obj, w, p.summary)
         outcome = self._outcome(p, refused)
         await self._problem(key, obj, outcome, False)
         if outcome is not None:

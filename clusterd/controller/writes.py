@@ -81,7 +81,7 @@ class Writer:
             if isinstance(p, Create | Delete):
                 return await self._whole(t, obj, p)
             if t.crd or p.spec is not None:  # spec fields and the record, at the planned version
-                if p.spec is not None:  # a built-in kind's spec (a NetworkPolicy's rules)
+                if p.spec is not None:  # spec fields (a NetworkPolicy's rules, a Calico pool's disabled)
                     spec = dict(p.spec)
                 else:  # a custom kind's one list
                     assert p.field is not None

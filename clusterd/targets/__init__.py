@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from clusterd.targets import (
     bgp_advertisement,
+    calico_pool,
     cidr_group,
     cilium_pool,
     metallb_pool,
@@ -20,6 +21,7 @@ TARGETS: tuple[Target, ...] = (
     cilium_pool.TARGET,
     cidr_group.TARGET,
     metallb_pool.TARGET,
+    calico_pool.TARGET,
     bgp_advertisement.TARGET,
     services_ha.TARGET,
     network_policy.TARGET,

@@ -42,7 +42,8 @@ class Rule:
 class Patch:
     """One write to one object, made at the resourceVersion it was planned from.
 
-    ``field``/``entries`` set one list under ``spec`` (None: spec untouched);
+    ``field``/``entries`` set one list under ``spec`` (None: spec untouched); ``spec``
+    merges fields into ``spec`` instead (a scalar such as ``disabled``);
     ``annotations`` set or (None) delete annotations, clusterd's ownership record among them.
     """
 
@@ -50,14 +51,17 @@ class Patch:
     field: str | None = None
     entries: list[Any] | None = None
     spec: Mapping[str, Any] | None = None
-    """Fields of a built-in kind's ``spec`` to set (a NetworkPolicy's ``ingress`` and ``egress``)."""
+    """Fields of ``spec`` to set (a NetworkPolicy's ``ingress`` and ``egress``, a Calico pool's ``disabled``)."""
 
 
 @dataclass(frozen=True)
 class Create:
-    """Create a whole object (clusterd's own, e.g. a BGP advertisement per subnet)."""
+    """Create a whole object (clusterd's own: a BGP advertisement per subnet, a Calico pool per CIDR)."""
 
     body: dict[str, Any]
+    source: Mapping[str, Any] | None = None
+    """The object it is made from (a Calico parent pool): a refusal is shown there, and the create is
+    not tried again until it changes."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,8 @@ class Context:
     owner: Mapping[str, Any] | None = None
     """The DynamicPrefix itself (for ownerReferences on objects clusterd creates)."""
     following: Callable[[str], list[Mapping[str, Any]]] = lambda kind: []
-    """The objects of another kind that follow the DynamicPrefix (a BGP advertisement reads the pools)."""
+    """The objects of a kind that follow the DynamicPrefix (a BGP advertisement reads the pools, a
+    Calico pool its parent)."""
 
 
 class Target(Protocol):
@@ -129,7 +134,8 @@ class Target(Protocol):
 
     @property
     def whole(self) -> bool:
-        """clusterd creates and deletes these objects itself (``creates``); users create the others."""
+        """Every object that follows is clusterd's own (made by ``creates``, owned by the DynamicPrefix):
+        no pool kind, and nothing to report when the DynamicPrefix goes (the garbage collector deletes them)."""
 
     @property
     def metric(self) -> str:
@@ -160,11 +166,9 @@ class Target(Protocol):
     ) -> Plan:
         """What to write; ``spec`` None: the object no longer follows a DynamicPrefix (release it)."""
 
-    def creates(
-        self, spec: DynamicPrefixSpec, status: DynamicPrefixStatus, ctx: Context
-    ) -> list[dict[str, Any]]:
-        """The objects clusterd itself keeps for a DynamicPrefix, whole (created when missing); [] for
-        kinds users create and clusterd only edits."""
+    def creates(self, spec: DynamicPrefixSpec, status: DynamicPrefixStatus, ctx: Context) -> list[Create]:
+        """The objects clusterd itself keeps for a DynamicPrefix, whole: created when missing, in each
+        holders' step (before the consumers move); [] for kinds users create and clusterd only edits."""
 
 
 def crd_name(t: Target) -> str:

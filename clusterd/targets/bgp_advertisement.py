@@ -22,7 +22,7 @@ from typing import Any
 from clusterd import crd
 from clusterd.core import pools
 from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus, Subnet
-from clusterd.targets.base import NAME, Context, Delete, Patch, Plan, Rule
+from clusterd.targets.base import NAME, Context, Create, Delete, Patch, Plan, Rule
 
 SUBNET = pools.SUBNET
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -101,9 +101,7 @@ class BGPAdvertisementTarget:
     def reads(self, obj: Mapping[str, Any]) -> object:
         return obj["metadata"].get("labels"), obj.get("spec")
 
-    def creates(
-        self, spec: DynamicPrefixSpec, status: DynamicPrefixStatus, ctx: Context
-    ) -> list[dict[str, Any]]:
+    def creates(self, spec: DynamicPrefixSpec, status: DynamicPrefixStatus, ctx: Context) -> list[Create]:
         """One advertisement per advertised subnet (advertising nothing while no pool takes it)."""
         assert ctx.owner is not None
         m = ctx.owner["metadata"]
@@ -113,12 +111,12 @@ class BGPAdvertisementTarget:
             labels = {NAME: dp, SUBNET: subnet.name, MANAGED_BY: MANAGER}
             owner = {"apiVersion": f"{crd.GROUP}/{crd.VERSION}", "kind": crd.KIND, "name": dp,
                      "uid": m["uid"], "controller": True}  # fmt: skip
-            out.append({
+            out.append(Create({
                 "apiVersion": f"{self.group}/{self.versions[0]}", "kind": self.kind,
                 "metadata": {"name": name(dp, subnet.name), "labels": labels, "annotations": {NAME: dp},
                              "ownerReferences": [owner]},
                 "spec": {"advertisements": entries},
-            })  # fmt: skip
+            }))  # fmt: skip
         return out
 
     def desired(

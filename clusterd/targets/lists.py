@@ -14,7 +14,7 @@ from typing import Any
 
 from clusterd.core import pools
 from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
-from clusterd.targets.base import NAME, Context, Patch, Plan, Rule, annotations_of
+from clusterd.targets.base import NAME, Context, Create, Patch, Plan, Rule, annotations_of
 
 
 def _patch(field: str, w: pools.Write | None, ann: Mapping[str, str]) -> Patch | None:
@@ -61,9 +61,7 @@ class ListTarget:
         """Addresses no Service may be given: those Cilium holds back in a pool."""
         return pools.reserved(obj.get("spec") or {}) if self.reserves else set()
 
-    def creates(
-        self, spec: DynamicPrefixSpec, status: DynamicPrefixStatus, ctx: Context
-    ) -> list[dict[str, Any]]:
+    def creates(self, spec: DynamicPrefixSpec, status: DynamicPrefixStatus, ctx: Context) -> list[Create]:
         return []  # users create these; clusterd edits them
 
     def entries(self, obj: Mapping[str, Any]) -> list[Any]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from clusterd.core import pools
 from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
-from clusterd.targets.base import NAME, Context, Patch, Plan, Rule, annotations_of
+from clusterd.targets.base import NAME, Context, Create, Patch, Plan, Rule, annotations_of
 
 PEERS = "dynamic-prefix.io/peers"
 MANAGED = pools.MANAGED
@@ -108,9 +108,7 @@ class NetworkPolicyTarget:
     def has_record(self, obj: Mapping[str, Any]) -> bool:
         return MANAGED in annotations_of(obj)
 
-    def creates(
-        self, spec: DynamicPrefixSpec, status: DynamicPrefixStatus, ctx: Context
-    ) -> list[dict[str, Any]]:
+    def creates(self, spec: DynamicPrefixSpec, status: DynamicPrefixStatus, ctx: Context) -> list[Create]:
         return []  # users create these; clusterd edits them
 
     def taken(self, obj: Mapping[str, Any]) -> set[IPv6Address]:

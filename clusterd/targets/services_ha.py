@@ -14,7 +14,7 @@ from typing import Any
 from clusterd.core import services
 from clusterd.core.service_annotations import FORK_RECORDS
 from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
-from clusterd.targets.base import NAME, Context, Patch, Plan, Rule, annotations_of
+from clusterd.targets.base import NAME, Context, Create, Patch, Plan, Rule, annotations_of
 
 
 def view(obj: Mapping[str, Any]) -> services.ServiceView:
@@ -58,9 +58,7 @@ class ServicesTarget:
         v = view(obj)
         return services.addresses(v.annotations, v.ingress_ips, (obj.get("spec") or {}).get("loadBalancerIP"))
 
-    def creates(
-        self, spec: DynamicPrefixSpec, status: DynamicPrefixStatus, ctx: Context
-    ) -> list[dict[str, Any]]:
+    def creates(self, spec: DynamicPrefixSpec, status: DynamicPrefixStatus, ctx: Context) -> list[Create]:
         return []  # users create these; clusterd edits them
 
     def desired(

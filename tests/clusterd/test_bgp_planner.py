@@ -58,7 +58,7 @@ STATUS = DynamicPrefixStatus()
 def test_one_advertisement_per_advertised_subnet_with_the_selectors_of_its_pools() -> None:
     s = spec(subnet("svc", community="65000:100"), subnet("quiet", advertise=False))
     c = ctx(pool("b", "svc"), pool("a", "svc", SEL), pool("other", None, {"matchLabels": {"x": "y"}}))
-    [body] = TARGET.creates(s, STATUS, c)
+    [body] = [c.body for c in TARGET.creates(s, STATUS, c)]
     assert body["metadata"]["name"] == "home-svc"
     assert body["metadata"]["labels"] == {"dynamic-prefix.io/name": "home", "dynamic-prefix.io/subnet": "svc",
                                           "app.kubernetes.io/managed-by": "dynamic-prefix"}  # fmt: skip
@@ -73,7 +73,7 @@ def test_one_advertisement_per_advertised_subnet_with_the_selectors_of_its_pools
 
 def test_a_changed_community_or_selector_is_patched_and_advertise_off_deletes() -> None:
     c = ctx(pool("a", "svc", SEL))
-    [body] = TARGET.creates(spec(subnet(community="65000:100")), STATUS, c)
+    [body] = [c.body for c in TARGET.creates(spec(subnet(community="65000:100")), STATUS, c)]
     p = TARGET.desired(spec(subnet(community="65000:200")), STATUS, advert(body), c)
     assert p.final == Patch(
         {}, "advertisements", [entry(SEL, attributes={"communities": {"standard": ["65000:200"]}})]
@@ -88,7 +88,7 @@ def test_a_changed_community_or_selector_is_patched_and_advertise_off_deletes() 
 
 
 def test_no_pool_takes_the_subnet_advertises_nothing_and_says_why() -> None:
-    [body] = TARGET.creates(spec(subnet()), STATUS, ctx(pool("a", "other")))
+    [body] = [c.body for c in TARGET.creates(spec(subnet()), STATUS, ctx(pool("a", "other")))]
     assert body["spec"]["advertisements"] == []
     p = TARGET.desired(spec(subnet()), STATUS, advert(body), ctx())
     assert p.final is None

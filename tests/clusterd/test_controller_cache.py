@@ -116,3 +116,21 @@ async def test_the_queue_deduplicates_requeues_dirty_keys_and_backs_off_per_key(
     assert await asyncio.wait_for(q.get(), 1) == "a"  # the retry timer added it back, once
     q.forget("a")
     assert q.failures("a") == 0
+
+
+def test_a_holder_that_leaves_its_dynamic_prefix_makes_that_prefixs_pass() -> None:
+    """A Calico parent unannotated or deleted: its DynamicPrefix's pass runs, so the pools made from it
+    are disabled at once (they follow the parent), not at the next report."""
+    from clusterd.targets import calico_pool
+
+    cache = Cache(TARGETS)
+    on_pool = cache.on_object(calico_pool.TARGET)
+    parent = {"metadata": {"name": "lb", "resourceVersion": "1", "annotations": dict(ANN)}, "spec": {}}
+    assert on_pool("SYNC", [parent]) == [DynamicPrefixKey("home")]
+    left = copy.deepcopy(parent)
+    left["metadata"].update(resourceVersion="2", annotations={})
+    assert on_pool("MODIFIED", left) == [DynamicPrefixKey("home")]
+    assert on_pool("MODIFIED", parent | {"metadata": {**parent["metadata"], "resourceVersion": "3"}}) == [
+        DynamicPrefixKey("home")
+    ]
+    assert on_pool("DELETED", parent) == [DynamicPrefixKey("home")]

@@ -23,6 +23,7 @@ METALLB_CRD_DIR = "config/crd/bases"
 #: The kinds clusterd writes; Cilium <= 1.17 served them as cilium.io/v2alpha1 only.
 CILIUM_CLUSTERD_KINDS = ("ciliumloadbalancerippools.cilium.io", "ciliumcidrgroups.cilium.io")
 METALLB_POOLS = "ipaddresspools.metallb.io"
+CALICO_POOLS = "ippools.crd.projectcalico.org"
 
 
 @functools.cache

@@ -3,7 +3,8 @@
 The ServiceAccount, ClusterRole and Role come from ``helm template`` of the
 chart itself; clusterd runs with that ServiceAccount's token against the
 RBAC-enforcing kube-apiserver and does everything it does in production
-(leader election, status, Cilium and MetalLB pools, CIDR groups, HA Services, NetworkPolicies, Events). Then each
+(leader election, status, Cilium, MetalLB and Calico pools (Calico's made, disabled and deleted), CIDR groups,
+HA Services, NetworkPolicies, Events). Then each
 rule is removed in turn and the same scenario must fail somewhere, with the
 API server refusing (403, read from its audit log) a request that rule grants:
 a run that fails only for being slow proves nothing.
@@ -29,7 +30,7 @@ from tests.packaging.conftest import find, render
 pytestmark = [pytest.mark.apiserver, pytest.mark.timeout(600)]
 
 NS = "dynamic-prefix"
-A = "2001:db8:a::/64"
+A, B = "2001:db8:a::/64", "2001:db8:b::/64"
 _run = itertools.count()
 
 
@@ -79,6 +80,10 @@ def scenario(kube: KubeAPI, token: str, work: Path) -> str | None:
         "apiVersion": "cilium.io/v2", "kind": "CiliumCIDRGroup",
         "metadata": {"name": group, "annotations": {"dynamic-prefix.io/name": dp}},
         "spec": {"externalCIDRs": []}})  # fmt: skip
+    custom.create_cluster_custom_object("crd.projectcalico.org", "v1", "ippools", {
+        "apiVersion": "crd.projectcalico.org/v1", "kind": "IPPool", "metadata": {"name": f"calico-{n}",
+        "annotations": ann}, "spec": {"cidr": "fd00::/120", "disabled": True, "allowedUses": ["LoadBalancer"]},
+    })  # fmt: skip
     # A pinned host suffix: clusterd annotates it without waiting for an IPAM to give it an address.
     core.create_namespaced_service("apps", k8s.V1Service(
         metadata=k8s.V1ObjectMeta(name=svc, annotations={**ann, "dynamic-prefix.io/host-suffix": "::f000:0:0:9"}),
@@ -99,6 +104,26 @@ def scenario(kube: KubeAPI, token: str, work: Path) -> str | None:
         except OSError:  # not listening yet
             return False
         return code == 200
+
+    posted: set[int] = set()
+
+    def post(seq: int, *prefixes: dict[str, Any]) -> bool:
+        """Send the state once (a repeat is stale); True once it was applied."""
+        if seq not in posted:
+            code, _ = post_state(cd.webhook_url, WEBHOOK_SECRET, state(router, "br-lan", seq, *prefixes))
+            if code == 200:
+                posted.add(seq)
+        return seq in posted
+
+    def calico(**want: Any) -> bool:
+        """The Calico pool made for A has ``want`` in its spec (none: it is deleted)."""
+        made = custom.list_cluster_custom_object(
+            "crd.projectcalico.org", "v1", "ippools", label_selector=f"dynamic-prefix.io/parent=calico-{n}"
+        )["items"]
+        for_a = [p for p in made if p["metadata"]["annotations"]["dynamic-prefix.io/prefix"] == A]
+        return [all(p["spec"].get(k) == v for k, v in want.items()) for p in for_a] == (
+            [True] if want else []
+        )
 
     def dp_status() -> dict[str, Any]:
         return dict(custom.get_cluster_custom_object("dynamic-prefix.io", "v1alpha1", "dynamicprefixes", dp))
@@ -122,6 +147,11 @@ def scenario(kube: KubeAPI, token: str, work: Path) -> str | None:
             core.read_namespaced_service(svc, "apps").metadata.annotations or {})),
         ("Event recorded", CHECK_SECONDS, lambda: any(
             e.involved_object.name == dp for e in core.list_event_for_all_namespaces().items)),
+        ("Calico pool created", CHECK_SECONDS, lambda: calico(disabled=False)),
+        ("Calico pool disabled", CHECK_SECONDS,
+         lambda: post(2, prefix(B), prefix(A, "withdrawn", valid=7200)) and calico(disabled=True)),
+        ("Calico pool deleted", CHECK_SECONDS,
+         lambda: post(3, prefix(B), prefix(A, "withdrawn", valid=0)) and calico()),
     ]  # fmt: skip
     try:
         for what, seconds, check in checks:
