@@ -115,7 +115,10 @@ class Writer:
         store, ident = self.cache.objects[t.kind], (m.get("namespace"), m["name"])
         got: Obj | None = None
         if isinstance(p, Create):
-            got = await self.kube.create(resource, m.get("namespace"), p.body)
+            try:
+                got = await self.kube.create(resource, m.get("namespace"), p.body)
+            except Gone as e:  # not "done": a CRD a moment old is not served yet, or the namespace is gone
+                raise ApiError(503, "NotServedYet", f"creating {t.kind} {m['name']}: {e}; retrying") from e
             store.setdefault(ident, got)
         else:
             with contextlib.suppress(Gone):  # deleted already: done

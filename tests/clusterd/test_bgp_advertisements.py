@@ -165,3 +165,32 @@ def test_without_the_bgp_crd_the_pools_still_sync_and_the_condition_says_what_is
     )
     wait_until(lambda: entries(cluster) is not None, what="advert created once the CRD is served")
     wait_until(lambda: pools_synced()["status"] == "True", what="PoolsSynced")
+
+
+async def test_a_create_answered_404_is_retried_not_taken_as_done(cluster: KubeAPI) -> None:
+    """Right after its CRD appears a kind may not be served yet: the create's 404 is not "done".
+
+    Driven in-process at the write, against the real API server with the CRD deleted, so the
+    404 is the API server's own; clusterd once took it as success and never created the object.
+    """
+    from clusterd.adapters.kube import ApiError, Kube
+    from clusterd.controller.cache import Cache
+    from clusterd.controller.writes import Writer, permanent
+    from clusterd.metrics import Metrics
+    from clusterd.targets import TARGETS, bgp_advertisement
+    from clusterd.targets.base import Create
+
+    delete_crd(cluster, "ciliumbgpadvertisements.cilium.io")
+    cache = Cache(TARGETS)
+    cache.served[bgp_advertisement.TARGET.kind] = "v2"  # as clusterd believes a moment after the CRD event
+    kube = Kube(cluster.admin())
+    writer = Writer(kube, cache, Metrics())
+    writer.leader = True
+    body = {"apiVersion": "cilium.io/v2", "kind": "CiliumBGPAdvertisement",
+            "metadata": {"name": "home-svc"}, "spec": {"advertisements": []}}  # fmt: skip
+    try:
+        with pytest.raises(ApiError) as raised:
+            await writer.patch(bgp_advertisement.TARGET, body, Create(body))
+    finally:
+        kube.close()
+    assert not permanent(raised.value), raised.value  # retried with backoff until the kind is served
