@@ -45,7 +45,7 @@ class Controller:
         self.metrics = metrics
         self.cache = Cache(TARGETS)
         self.queue: WorkQueue[Key] = WorkQueue()
-        self.writer = Writer(kube, self.cache, metrics)
+        self.writer = Writer(kube, self.cache, metrics, self.queue.add)
         self.writer.leader = not cfg.leader_election.enabled
         self.intake = Intake(self.cache, metrics, self.queue.add)
         self.sync = Sync(self.cache, self.writer, self.queue.add, cfg.service_ip_annotation)

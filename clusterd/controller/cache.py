@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from clusterd import crd
 from clusterd.controller.keys import DynamicPrefixKey, Key, ObjectKey
 from clusterd.core.placements import Placements
-from clusterd.targets.base import Target, crd_name, served_version
+from clusterd.targets.base import ObjectId, Target, crd_name, served_version
 
 Obj = dict[str, Any]
 Handler = Callable[[str, Any], list[Key]]
@@ -43,8 +43,10 @@ class Cache:
         """By kind, then (namespace, name): a consumer only while it follows or holds a record."""
         self.served: dict[str, str] = {t.kind: t.versions[0] for t in self.targets.values() if not t.crd}
         """Kind -> the version clusterd uses; a CRD kind only while its CRD is served."""
-        self.taken: dict[tuple[str, str | None, str], frozenset[IPv6Address]] = {}
+        self.taken: dict[ObjectId, frozenset[IPv6Address]] = {}
         """Addresses each object holds, requests or holds back (every Service, managed or not)."""
+        self.claims: dict[IPv6Address, set[ObjectId]] = {}
+        """The same, by address: where two objects claim one, each is planned again."""
         self.refused: set[ObjectKey] = set()
         """Objects whose last write the API server refused: any change of theirs may lift it."""
         self.dps_synced = self.crds_synced = False
@@ -141,8 +143,8 @@ class Cache:
     def _on_object(self, t: Target, kind: str, obj: Any) -> list[Key]:
         cached = self.objects[t.kind]
         if kind == "GONE":  # the kind is not served (any more)
-            for ns, name in list(cached):
-                self.taken.pop((t.kind, ns, name), None)
+            for who in [k for k in self.taken if k[0] == t.kind]:
+                self._claim(who, frozenset())
             cached.clear()
             return []
         keys: list[Key] = []
@@ -150,8 +152,8 @@ class Cache:
         if kind == "SYNC":
             self.listed.add(t.kind)
             cached.clear()
-            for k in [k for k in self.taken if k[0] == t.kind]:
-                del self.taken[k]
+            for who in [k for k in self.taken if k[0] == t.kind]:
+                self._claim(who, frozenset())
             seen = {_id(o) for o in obj}
             # Consumers that vanished while the watch was down: their sync finds them gone.
             keys += [
@@ -160,11 +162,7 @@ class Cache:
         for o in obj if kind == "SYNC" else [obj]:
             ident = _id(o)
             gone = kind == "DELETED"
-            taken = frozenset() if gone else frozenset(t.taken(o))
-            if taken:
-                self.taken[(t.kind, *ident)] = taken
-            else:
-                self.taken.pop((t.kind, *ident), None)
+            keys += self._claim((t.kind, *ident), frozenset() if gone else frozenset(t.taken(o)))
             if t.consumer and not gone and t.follows(o) is None and not t.has_record(o):
                 gone = True  # neither follows nor carries clusterd's record: not clusterd's concern
             if gone:
@@ -189,7 +187,7 @@ class Cache:
                 keys.append(DynamicPrefixKey(dp))
             elif t.has_record(o):
                 keys.append(ObjectKey(t.kind, *ident))  # no longer follows: take back our entries
-        return keys
+        return list(dict.fromkeys(keys))
 
     def get(self, key: ObjectKey) -> Obj | None:
         return self.objects[key.kind].get((key.namespace, key.name))
@@ -200,29 +198,43 @@ class Cache:
         return [(ObjectKey(kind, ns, name), o) for (ns, name), o in sorted(self.objects[kind].items(),
                 key=lambda kv: (kv[0][0] or "", kv[0][1])) if t.follows(o) == dp]  # fmt: skip
 
-    def all_taken(self) -> set[IPv6Address]:
-        """Every address some object holds, requests or holds back."""
-        return set().union(*self.taken.values())
+    def all_taken(self, but: ObjectId | None = None) -> set[IPv6Address]:
+        """Every address some object (but ``but``) holds, requests or holds back."""
+        return set().union(*(v for k, v in self.taken.items() if k != but))
 
-    def written(self, kind: str | None, planned: Obj, got: Obj) -> bool:
+    def written(self, kind: str | None, planned: Obj, got: Obj) -> list[Key]:
         """Cache what a write returned, unless the watch brought a version after the one it was planned from.
 
         The watch can deliver the write's echo and another writer's later change (LB-IPAM writes a
         Service's and a pool's status) before the write returns; caching the older ``got`` then would
         plan every later write from a stale resourceVersion: a 409 each time, and no event to end it.
-        ``kind`` None: a DynamicPrefix. True when cached.
+        ``kind`` None: a DynamicPrefix. Returns the objects to plan again: those that now claim an
+        address with it.
         """
         store: dict[Any, Obj] = self.dps if kind is None else self.objects[kind]
         ident: Any = planned["metadata"]["name"] if kind is None else _id(planned)
         current = store.get(ident)
         if current is None or _rv(current) != _rv(planned):
-            return False
+            return []
         store[ident] = got
-        if kind is not None:
-            t = self.targets[kind]
-            taken = frozenset(t.taken(got))
-            if taken:
-                self.taken[(kind, *ident)] = taken
-            else:
-                self.taken.pop((kind, *ident), None)
-        return True
+        return [] if kind is None else self._claim((kind, *ident), frozenset(self.targets[kind].taken(got)))
+
+    def _claim(self, who: ObjectId, addresses: frozenset[IPv6Address]) -> list[Key]:
+        """Record what ``who`` claims. Returns the followers now sharing an address with another
+        object: clusterd's pick for one that LB-IPAM gave another Service before it saw the request
+        must be picked again, and no change of the first Service's would say so."""
+        before = self.taken.pop(who, frozenset())
+        if addresses:
+            self.taken[who] = addresses
+        for a in before - addresses:
+            self.claims[a].discard(who)
+            if not self.claims[a]:
+                del self.claims[a]
+        shared: set[ObjectId] = set()
+        for a in addresses - before:
+            claimants = self.claims.setdefault(a, set())
+            claimants.add(who)
+            if len(claimants) > 1:
+                shared |= claimants
+        return [ObjectKey(*o) for o in sorted(shared, key=str)
+                if self.targets[o[0]].consumer and (o[1], o[2]) in self.objects[o[0]]]  # fmt: skip

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from clusterd import crd
 from clusterd.adapters.kube import ApiError, Gone, Kube, Ref, Resource
 from clusterd.controller.cache import Cache, Obj
+from clusterd.controller.keys import Key
 from clusterd.core.status import Event
 from clusterd.metrics import Metrics
 from clusterd.targets.base import NAME, Create, Delete, Target, Write
@@ -43,9 +45,10 @@ def permanent(e: BaseException) -> bool:
 
 
 class Writer:
-    def __init__(self, kube: Kube, cache: Cache, metrics: Metrics) -> None:
+    def __init__(self, kube: Kube, cache: Cache, metrics: Metrics, enqueue: Callable[[Key], None]) -> None:
         self.kube = kube
         self.cache = cache
+        self.enqueue = enqueue
         self.metrics = metrics
         self.leader = False
         self._limited = RateLimited(LOG)
@@ -106,7 +109,8 @@ class Writer:
             raise
         self.metrics.api_writes.labels(t.metric).inc()
         self._count(t, who, "written")
-        self.cache.written(t.kind, obj, got)
+        for key in self.cache.written(t.kind, obj, got):
+            self.enqueue(key)  # it now claims an address another object claims: both are planned again
         return got
 
     async def _whole(self, t: Target, obj: Obj, p: Create | Delete) -> Obj | None:

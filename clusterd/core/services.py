@@ -14,7 +14,9 @@ instead (``::10`` in every prefix).
 LB-IPAM (Cilium's and MetalLB's alike) allocates exactly the addresses the
 annotation lists and drops every other allocation. So a Service whose
 annotation lists addresses but no IPv6 one never gets an IPv6 address from it:
-clusterd chooses the first offset no other Service holds or requests. And the
+clusterd chooses the first offset no other Service holds or requests (and
+chooses again when LB-IPAM, which hands out the lowest free address too, gave
+that one to another Service before it saw the request). And the
 IPv4 addresses a Service holds (its ``status.loadBalancer.ingress``) are
 requested too, else writing the IPv6 ones would take them away. MetalLB holds one address per family (two IPv6
 addresses make it allocate nothing), so a MetalLB Service moves to its new
@@ -110,6 +112,8 @@ class ServicePlan:
     chosen: tuple[IPv6Address, ...] = ()
     """Addresses clusterd picked for a Service that had none: no other Service may get them."""
     summary: str = ""
+    recheck: bool = False
+    """Its address is clusterd's pick, not given yet: plan it again with what other Services hold."""
 
     @property
     def waiting(self) -> bool:
@@ -163,7 +167,7 @@ def plan(
     taken: AbstractSet[IPv6Address] = frozenset(),
     placements: Placements | None = None,
 ) -> ServicePlan:
-    """The annotation writes for one Service (pure); ``taken``: what other Services hold or request;
+    """The annotation writes for one Service (pure); ``taken``: what other objects hold or request;
     ``placements``: the spec's ranges placed once for a whole pass."""
     ann = svc.annotations
     if NAME not in ann or spec is None or svc.type != "LoadBalancer":
@@ -205,7 +209,7 @@ def plan(
     mine_before = record.get(target_key, [])
     listed = split(ann.get(target_key))
     users = [v for v in listed if v not in mine_before]
-    chose = False
+    chose = unconfirmed = False
     if suffix_text:
         try:
             suffix = IPv6Address(suffix_text)
@@ -218,7 +222,14 @@ def plan(
             )
         mine = [ranges.place(p, suffix) for p, _r in placed]
     else:
-        held = ips([*svc.ingress_ips, *mine_before, *users], IPv6Address)
+        own = ips(mine_before, IPv6Address)
+        # clusterd's own pick that LB-IPAM has not given yet: it may have given it to another
+        # Service meanwhile (it hands out the lowest free address, as clusterd picks). Then the
+        # pick can never come: choose again.
+        unconfirmed = bool(own) and not ips([*svc.ingress_ips, *users], IPv6Address)
+        if unconfirmed and not taken.isdisjoint(own):
+            own = []
+        held = [*ips(svc.ingress_ips, IPv6Address), *own, *ips(users, IPv6Address)]
         if held:
             offset = _offset_from(held, placed)
             if offset is None:
@@ -269,4 +280,5 @@ def plan(
     summary = f"{target_key}={','.join(values)}" + (f"; DNS target {mine[0]}" if DNS_TARGET in want else "")
     if chose:
         summary += f" ({mine[0]}: the first offset in range {range_name} no other Service holds)"
-    return ServicePlan(changes, problem, reason, tuple(requested) if chose else (), summary)
+    return ServicePlan(changes, problem, reason, tuple(requested) if chose else (), summary,
+                       recheck=unconfirmed and not chose)

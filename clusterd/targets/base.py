@@ -26,6 +26,8 @@ from clusterd.core.placements import Placements
 from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
 
 NAME = "dynamic-prefix.io/name"
+ObjectId = tuple[str, str | None, str]
+"""(kind, namespace, name) of an object a target follows."""
 """The annotation by which an object follows a DynamicPrefix, on every kind."""
 
 
@@ -97,8 +99,9 @@ class Context:
 
     placements: Placements | None
     """The DynamicPrefix's ranges placed in its prefixes (None: no DynamicPrefix)."""
-    taken: Callable[[], AbstractSet[IPv6Address]] = frozenset
-    """Addresses held or requested anywhere in the cluster (gathered only when a planner asks)."""
+    taken: Callable[[ObjectId | None], AbstractSet[IPv6Address]] = lambda but: frozenset()
+    """Addresses held or requested anywhere in the cluster but by ``but`` (gathered only when a
+    planner asks)."""
     default_ip_annotation: str = "cilium"
     chosen: set[IPv6Address] = field(default_factory=set)
     """Picked earlier in this pass, not written yet."""

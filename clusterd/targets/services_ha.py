@@ -70,8 +70,9 @@ class ServicesTarget:
     ) -> Plan:
         v = view(obj)
         p = services.plan(v, spec, status, ctx.default_ip_annotation, placements=ctx.placements)
-        if p.chosen:  # what every other Service holds is gathered only when an address is chosen
-            taken = ctx.taken() | ctx.chosen
+        if p.chosen or p.recheck:  # what others hold is gathered only when clusterd picks an address
+            m = obj["metadata"]
+            taken = ctx.taken((self.kind, m["namespace"], m["name"])) | ctx.chosen
             p = services.plan(v, spec, status, ctx.default_ip_annotation, taken, ctx.placements)
         return Plan(
             final=Patch(p.annotations) if p.annotations else None,

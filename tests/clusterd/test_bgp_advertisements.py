@@ -184,7 +184,7 @@ async def test_a_create_answered_404_is_retried_not_taken_as_done(cluster: KubeA
     cache = Cache(TARGETS)
     cache.served[bgp_advertisement.TARGET.kind] = "v2"  # as clusterd believes a moment after the CRD event
     kube = Kube(cluster.admin())
-    writer = Writer(kube, cache, Metrics())
+    writer = Writer(kube, cache, Metrics(), lambda key: None)
     writer.leader = True
     body = {"apiVersion": "cilium.io/v2", "kind": "CiliumBGPAdvertisement",
             "metadata": {"name": "home-svc"}, "spec": {"advertisements": []}}  # fmt: skip

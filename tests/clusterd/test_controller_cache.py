@@ -27,11 +27,13 @@ def pool(rv: str, blocks: list[Any], status: dict[str, Any] | None = None) -> di
             "spec": {"blocks": blocks}, "status": status or {}}  # fmt: skip
 
 
-def service(rv: str, ips: list[str], conditions: list[Any] | None = None, **ann: str) -> dict[str, Any]:
+def service(
+    rv: str, ips: list[str], conditions: list[Any] | None = None, name: str = "web", **ann: str
+) -> dict[str, Any]:
     return {
         "metadata": {
             "namespace": "apps",
-            "name": "web",
+            "name": name,
             "resourceVersion": rv,
             "annotations": {**ANN, **ann},
         },
@@ -65,6 +67,32 @@ def test_a_service_change_makes_only_that_services_work_and_only_when_clusterd_r
     assert cache.all_taken() == {IPv6Address("2001:db8:a::f000:0:0:1")}
     same = copy.deepcopy(service("3", ["2001:db8:a::f000:0:0:1"], lbipam))
     assert on_svc("MODIFIED", same) == [], "the echo of clusterd's own write"
+
+
+def test_two_services_claiming_one_address_are_both_planned_again() -> None:
+    """clusterd's pick for one Service, given by LB-IPAM to another before it saw the request:
+    only the other Service changed, yet the first must pick again."""
+    cache = Cache(TARGETS)
+    on_svc = cache.on_object(services_ha.TARGET)
+    x = "2001:db8:a::f000:0:0:1"
+    picked = service("1", [], name="pinned")
+    picked["metadata"]["annotations"]["lbipam.cilium.io/ips"] = f"192.0.2.10,{x}"
+    on_svc("SYNC", [picked, service("1", [], name="early")])
+    pinned, early = ObjectKey("Service", "apps", "pinned"), ObjectKey("Service", "apps", "early")
+    assert on_svc("MODIFIED", service("2", [x], name="early")) == [early, pinned]
+    assert on_svc("MODIFIED", service("3", [x], name="early", conditions=[{"type": "x"}])) == []
+    # The claim is dropped with the Service: a new one on the address shares it with nobody.
+    on_svc("DELETED", picked)
+    assert on_svc("MODIFIED", service("4", [], name="early")) == [early]
+    assert on_svc("MODIFIED", service("5", [x], name="early")) == [early]
+    assert cache.claims == {IPv6Address(x): {("Service", "apps", "early")}}
+    # clusterd's own write that claims a held address says so too.
+    again = service("1", [], name="pinned")
+    on_svc("ADDED", again)
+    got = copy.deepcopy(again)
+    got["metadata"]["resourceVersion"] = "9"
+    got["metadata"]["annotations"]["lbipam.cilium.io/ips"] = x
+    assert cache.written("Service", again, got) == [early, pinned]
 
 
 def test_a_service_that_stops_following_is_synced_once_more_then_forgotten() -> None:

@@ -175,10 +175,19 @@ def test_a_users_ipv4_in_the_annotation_makes_clusterd_choose_a_free_offset() ->
     assert p.annotations[sv.CILIUM_IPS] == "2001:db8:b:0:f000::3,2001:db8:a:0:f000::3,192.0.2.10"
     assert p.annotations[sv.DNS_TARGET] == "2001:db8:b:0:f000::3"
     assert set(p.chosen) == {IPv6Address("2001:db8:b:0:f000::3"), IPv6Address("2001:db8:a:0:f000::3")}
-    # The choice is recorded: planning again (Cilium has not answered yet) keeps it, whatever is taken now.
+    # The choice is recorded: planning again (Cilium has not answered yet) keeps it, and asks for
+    # a look at what other Services hold until Cilium gives it.
     s = apply(s, p)
-    again = sv.plan(s, SPEC, st, taken=taken | set(p.chosen))
-    assert again.annotations == {} and again.problem is None and again.chosen == ()
+    again = sv.plan(s, SPEC, st, taken=taken)
+    assert again.annotations == {} and again.problem is None and again.chosen == () and again.recheck
+    # Cilium gave the B pick to another Service before it saw the request: it never comes, choose again.
+    rival = sv.plan(s, SPEC, st, taken=taken | {IPv6Address("2001:db8:b:0:f000::3")})
+    assert rival.annotations[sv.CILIUM_IPS] == "2001:db8:b:0:f000::4,2001:db8:a:0:f000::4,192.0.2.10"
+    assert set(rival.chosen) == {IPv6Address("2001:db8:b:0:f000::4"), IPv6Address("2001:db8:a:0:f000::4")}
+    # Once it holds its pick, what others claim does not move it.
+    held = replace(s, ingress_ips=("192.0.2.10", "2001:db8:b:0:f000::3"))
+    kept = sv.plan(held, SPEC, st, taken=taken | {IPv6Address("2001:db8:b:0:f000::3")})
+    assert kept.annotations == {} and not kept.recheck
     # A user's own IPv6 request is what the IPAM will give: its offset is used, nothing is chosen.
     p = sv.plan(svc({sv.CILIUM_IPS: "192.0.2.10,2001:db8:b:0:f000::9"}), SPEC, st, taken=taken)
     assert p.annotations[sv.CILIUM_IPS] == "2001:db8:b:0:f000::9,2001:db8:a:0:f000::9,192.0.2.10"

@@ -11,6 +11,8 @@ Steps: prefix A; B arrives (A deprecated, still valid); A expires.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from typing import Any
 
@@ -151,3 +153,23 @@ def test_simple_mode_a_service_on_a_gets_a_b_address_once_a_is_gone(
     record_property("simple_mode_readdress_seconds", round(took, 3))
     print(f"simple mode: the Service moved from {a} to {b} {took:.3f} s after A expired")
     assert ingress.history("plain") == [(a,), (b,)], "the Service was without an address or moved twice"
+
+
+def test_an_address_clusterd_chose_that_lb_ipam_gave_another_service_meanwhile_is_chosen_again(
+    cluster: KubeAPI, ingress: IngressLog, ha: Any, cilium_operator: Any
+) -> None:
+    """clusterd picks the lowest free offset for a Service whose request lists no IPv6 address;
+    LB-IPAM, meanwhile, gives the lowest free address to a Service that asks for nothing. The
+    second one wins; clusterd must see its pick taken and choose again, not request it forever."""
+    on_prefix_a(cluster, ha)
+    os.kill(cilium_operator.pid, signal.SIGSTOP)
+    try:
+        service(cluster, "early")  # asks for nothing: LB-IPAM will pick (first, once it runs)
+        service(cluster, "pinned-v4", {IPS: USER_V4}, families=("IPv4", "IPv6"))
+        wait_until(lambda: "," in annotations(cluster, "pinned-v4").get(IPS, ""), what="clusterd's pick")
+    finally:
+        os.kill(cilium_operator.pid, signal.SIGCONT)
+    (early,) = ingress.wait("early", one_address, "an A address")
+    pinned = ingress.wait("pinned-v4", lambda ips: len(ips) == 2, "its IPv4 and an IPv6 address")
+    assert USER_V4 in pinned and early not in pinned, (early, pinned)
+    all_satisfied(cluster, "early", "pinned-v4")
