@@ -280,5 +280,5 @@ def plan(
     summary = f"{target_key}={','.join(values)}" + (f"; DNS target {mine[0]}" if DNS_TARGET in want else "")
     if chose:
         summary += f" ({mine[0]}: the first offset in range {range_name} no other Service holds)"
-    return ServicePlan(changes, problem, reason, tuple(requested) if chose else (), summary,
-                       recheck=unconfirmed and not chose)
+    chosen = tuple(requested) if chose else ()
+    return ServicePlan(changes, problem, reason, chosen, summary, recheck=unconfirmed and not chose)
