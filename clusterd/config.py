@@ -171,6 +171,13 @@ class Config(_Section):
         alias="serviceIPAnnotation",
         description="HA mode: lbipam.cilium.io/ips or metallb.io/loadBalancerIPs, unless a Service says otherwise.",
     )
+    service_ha_mode: Literal["auto", "companion", "addresses"] = Field(
+        "auto",
+        alias="serviceHAMode",
+        description="HA mode: keep old addresses on the Service itself (addresses) or on a companion Service "
+        "per draining prefix (companion); auto: companion on MetalLB, addresses on Cilium. A Service's "
+        "dynamic-prefix.io/ha-mode says otherwise.",
+    )
     leader_election: LeaderElectionSection = Field(
         default_factory=LeaderElectionSection, alias="leaderElection"
     )

@@ -48,7 +48,9 @@ class Controller:
         self.writer = Writer(kube, self.cache, metrics, self.queue.add)
         self.writer.leader = not cfg.leader_election.enabled
         self.intake = Intake(self.cache, metrics, self.queue.add)
-        self.sync = Sync(self.cache, self.writer, self.queue.add, cfg.service_ip_annotation)
+        self.sync = Sync(
+            self.cache, self.writer, self.queue.add, cfg.service_ip_annotation, cfg.service_ha_mode
+        )
         self.reconciler = Reconciler(self.cache, self.intake, self.sync, self.writer, metrics,
                                      policy or Policy(allow_ula=cfg.allow_ula), self._environment_problem,
                                      lambda name, delay: self.queue.at(DynamicPrefixKey(name), delay),

@@ -20,7 +20,7 @@ from clusterd.controller.writes import Permanent, Writer
 from clusterd.core.services import NOT_SYNCED
 from clusterd.core.status import Event
 from clusterd.crd import MAX_TARGETS, DynamicPrefixSpec, DynamicPrefixStatus, TargetStatus
-from clusterd.targets.base import Context, Create, Plan, Target, Write
+from clusterd.targets.base import Context, Create, ObjectId, Plan, Target, Write
 from routerd.logs import kv
 
 LOG = logging.getLogger("clusterd")
@@ -56,12 +56,14 @@ def _named(key: ObjectKey) -> str:
 
 class Sync:
     def __init__(
-        self, cache: Cache, writer: Writer, enqueue: Callable[[Key], None], ip_annotation: str
-    ) -> None:
+        self, cache: Cache, writer: Writer, enqueue: Callable[[Key], None], ip_annotation: str,
+        ha_mode: str = "auto",
+    ) -> None:  # fmt: skip
         self.cache = cache
         self.writer = writer
         self.enqueue = enqueue
         self.ip_annotation = ip_annotation
+        self.ha_mode = ha_mode
         self.problems: dict[ObjectKey, tuple[str, str]] = {}
         """(reason, message) of each object not in step, as last announced."""
         self.counted: dict[ObjectKey, str] = {}
@@ -71,10 +73,15 @@ class Sync:
         self._slots = asyncio.Semaphore(WRITE_SLOTS)
 
     def context(self, dp: str | None) -> Context:
+        def get(oid: ObjectId) -> Obj | None:
+            return self.cache.get(ObjectKey(*oid))
+
         if dp is None:
-            return Context(None, self.cache.all_taken, self.ip_annotation)
+            return Context(
+                None, self.cache.all_taken, self.ip_annotation, get=get, default_ha_mode=self.ha_mode
+            )
         return Context(self.cache.placements(dp), self.cache.all_taken, self.ip_annotation,
-                       owner=self.cache.dps.get(dp),
+                       owner=self.cache.dps.get(dp), get=get, default_ha_mode=self.ha_mode,
                        following=lambda kind: [o for _k, o in self.cache.following(kind, dp)])  # fmt: skip
 
     async def _problem(
@@ -219,14 +226,14 @@ class Sync:
         p = t.desired(
             spec, self.cache.status(dp) if dp and spec else None, obj, self.context(dp if spec else None)
         )
-        refused = None if p.final is None else await self._write(t, key, obj, p.final, p.summary)
+        refused = await self._consumer_writes(t, key, obj, p)
         changed = await self._problem(key, obj, self._outcome(p, refused), p.waiting)
         counted = self.counted.get(key)
         if changed or dp != counted:  # a new problem or wait, or a Service its count is missing
             for name in {dp, counted}:
                 if name in self.cache.dps:
                     self.enqueue(ServicesSyncedKey(name))
-        if p.final is None:
+        if p.final is None and not p.also:
             self.writer.unchanged(t, key.name, p.waiting)
 
     @staticmethod
@@ -283,7 +290,7 @@ class Sync:
                 p = t.desired(spec, status, obj, ctx)
                 ctx.chosen |= set(p.chosen)  # not written yet: the next one in this pass must not choose them
                 await self._problem(key, obj, self._outcome(p, None), p.waiting)
-                if p.final is not None:
+                if p.final is not None or p.also:
                     writes.append(self._consumer_write(t, key, obj, p))
                 else:
                     self.writer.unchanged(t, key.name, p.waiting)
@@ -294,8 +301,16 @@ class Sync:
         return self.recount(dp, spec)
 
     async def _consumer_write(self, t: Target, key: ObjectKey, obj: Obj, p: Plan) -> None:
-        assert p.final is not None
         async with self._slots:
-            refused = await self._write(t, key, obj, p.final, p.summary)
+            refused = await self._consumer_writes(t, key, obj, p)
         if refused is not None:
             await self._problem(key, obj, ("WriteRefused", refused), False)
+
+    async def _consumer_writes(self, t: Target, key: ObjectKey, obj: Obj, p: Plan) -> str | None:
+        """Its own write, then the objects made for it (companions); the first refusal's text."""
+        refused = None if p.final is None else await self._write(t, key, obj, p.final, p.summary)
+        for c in p.also:
+            m = c.body["metadata"]
+            made = ObjectKey(t.kind, m.get("namespace"), m["name"])
+            refused = refused or await self._write(t, made, c.body, c, _summary(c))
+        return refused

@@ -35,6 +35,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
 
+from clusterd.core import companions
 from clusterd.core.placements import Placements
 from clusterd.core.pools import NAME, RANGE, prefixes_in_use
 from clusterd.core.service_annotations import (
@@ -112,6 +113,8 @@ class ServicePlan:
     chosen: tuple[IPv6Address, ...] = ()
     """Addresses clusterd picked for a Service that had none: no other Service may get them."""
     summary: str = ""
+    companions: tuple[tuple[IPv6Network, IPv6Address], ...] = ()
+    """(draining prefix, old address) a companion Service must hold: the Service let go of them."""
     recheck: bool = False
     """Its address is clusterd's pick, not given yet: plan it again with what other Services hold."""
 
@@ -166,6 +169,7 @@ def plan(
     default_annotation: str = "cilium",
     taken: AbstractSet[IPv6Address] = frozenset(),
     placements: Placements | None = None,
+    default_mode: str = "auto",
 ) -> ServicePlan:
     """The annotation writes for one Service (pure); ``taken``: what other objects hold or request;
     ``placements``: the spec's ranges placed once for a whole pass."""
@@ -249,7 +253,8 @@ def plan(
 
     # MetalLB holds one address per family and allocates nothing when asked for two.
     metallb = target_key == METALLB_IPS
-    requested = mine[:1] if metallb else mine
+    companion = companions.mode(ann, target_key, default_mode) == "companion"
+    requested = mine[:1] if metallb or companion else mine
     # The IPv4 addresses the Service holds stay requested: LB-IPAM drops every allocation the
     # annotation does not list. clusterd wrote them, so they are its own values (taken back on release).
     kept = [str(a) for a in ips(svc.ingress_ips, IPv4Address) if str(a) not in users]
@@ -260,7 +265,7 @@ def plan(
         if extra:
             return _problem(f"{METALLB_IPS} also lists {', '.join(extra)}, and MetalLB holds one address per "
                             "family (it would allocate nothing): remove it")  # fmt: skip
-        if len(mine) > 1:
+        if len(mine) > 1 and not companion:
             problem = (f"MetalLB holds one address per family: old connections on "
                        f"{', '.join(map(str, mine[1:]))} are not kept")  # fmt: skip
             reason = METALLB_ONE_PER_FAMILY
@@ -281,4 +286,8 @@ def plan(
     if chose:
         summary += f" ({mine[0]}: the first offset in range {range_name} no other Service holds)"
     chosen = tuple(requested) if chose else ()
-    return ServicePlan(changes, problem, reason, chosen, summary, recheck=unconfirmed and not chose)
+    # A companion takes an old address only once the Service let go of it (docs/metallb.md).
+    held_now = set(ips(svc.ingress_ips, IPv6Address))
+    handed = tuple((p, a) for (p, _r), a in zip(placed[1:], mine[1:], strict=True) if a not in held_now)
+    return ServicePlan(changes, problem, reason, chosen, summary, handed if companion else (),
+                       recheck=unconfirmed and not chose)  # fmt: skip

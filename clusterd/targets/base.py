@@ -26,9 +26,9 @@ from clusterd.core.placements import Placements
 from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
 
 NAME = "dynamic-prefix.io/name"
+"""The annotation by which an object follows a DynamicPrefix, on every kind."""
 ObjectId = tuple[str, str | None, str]
 """(kind, namespace, name) of an object a target follows."""
-"""The annotation by which an object follows a DynamicPrefix, on every kind."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,8 @@ class Plan:
     """Addresses picked for this object that no other object may get in the same pass."""
     summary: str = ""
     """One line for the Event that says what was written."""
+    also: tuple[Create, ...] = ()
+    """Objects made for this one, created after its ``final`` write (a Service's companions)."""
 
 
 @dataclass
@@ -110,6 +112,10 @@ class Context:
     following: Callable[[str], list[Mapping[str, Any]]] = lambda kind: []
     """The objects of a kind that follow the DynamicPrefix (a BGP advertisement reads the pools, a
     Calico pool its parent)."""
+    get: Callable[[ObjectId], Mapping[str, Any] | None] = lambda oid: None
+    """An object clusterd follows or keeps, by (kind, namespace, name) (a companion's original)."""
+    default_ha_mode: str = "auto"
+    """HA mode: ``companion``, ``addresses`` or ``auto``, unless a Service says otherwise."""
 
 
 class Target(Protocol):

@@ -2,6 +2,8 @@
 
 The planner is :mod:`clusterd.core.services`. A consumer: Services move
 between the pools' two steps, and each is planned on its own when it changes.
+In companion mode it also creates and deletes the companion Services that keep
+old addresses (:mod:`clusterd.core.companions`).
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address
 from typing import Any
 
-from clusterd.core import services
-from clusterd.core.service_annotations import FORK_RECORDS
+from clusterd.core import companions, services
+from clusterd.core.pools import prefixes_in_use
+from clusterd.core.service_annotations import FORK_RECORDS, ip_annotation
 from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
-from clusterd.targets.base import NAME, Context, Create, Patch, Plan, Rule, annotations_of
+from clusterd.targets.base import NAME, Context, Create, Delete, Patch, Plan, Rule, annotations_of
 
 
 def view(obj: Mapping[str, Any]) -> services.ServiceView:
@@ -40,13 +43,15 @@ class ServicesTarget:
     consumer: bool = True
     whole: bool = False
     metric: str = "service"
-    rules: tuple[Rule, ...] = (Rule("", "services", ("list", "watch", "patch")),)
+    rules: tuple[Rule, ...] = (Rule("", "services", ("list", "watch", "patch", "create", "delete")),)
 
     def follows(self, obj: Mapping[str, Any]) -> str | None:
         return annotations_of(obj).get(NAME)
 
     def has_record(self, obj: Mapping[str, Any]) -> bool:
-        return any(k in annotations_of(obj) for k in (services.OWNED, *FORK_RECORDS))
+        return companions.is_companion(obj) or any(
+            k in annotations_of(obj) for k in (services.OWNED, *FORK_RECORDS)
+        )
 
     def reads(self, obj: Mapping[str, Any]) -> object:
         # Of the status only the addresses: LB-IPAM also writes conditions clusterd never reads.
@@ -68,12 +73,21 @@ class ServicesTarget:
         obj: Mapping[str, Any],
         ctx: Context,
     ) -> Plan:
-        v = view(obj)
-        p = services.plan(v, spec, status, ctx.default_ip_annotation, placements=ctx.placements)
+        if companions.is_companion(obj):
+            return self._companion(spec, status, obj, ctx)
+        v, m = view(obj), obj["metadata"]
+        p = services.plan(v, spec, status, ctx.default_ip_annotation, placements=ctx.placements,
+                          default_mode=ctx.default_ha_mode)  # fmt: skip
         if p.chosen or p.recheck:  # what others hold is gathered only when clusterd picks an address
-            m = obj["metadata"]
             taken = ctx.taken((self.kind, m["namespace"], m["name"])) | ctx.chosen
-            p = services.plan(v, spec, status, ctx.default_ip_annotation, taken, ctx.placements)
+            p = services.plan(v, spec, status, ctx.default_ip_annotation, taken, ctx.placements,
+                              ctx.default_ha_mode)  # fmt: skip
+        key = ip_annotation(v.annotations, ctx.default_ip_annotation)
+        made = tuple(
+            Create(companions.body(obj, prefix, address, key), source=obj)
+            for prefix, address in p.companions
+            if ctx.get((self.kind, m["namespace"], companions.name(m["name"], prefix))) is None
+        )
         return Plan(
             final=Patch(p.annotations) if p.annotations else None,
             problem=p.problem,
@@ -81,7 +95,27 @@ class ServicesTarget:
             waiting=p.waiting,
             chosen=p.chosen,
             summary=p.summary,
+            also=made,
         )
+
+    def _companion(
+        self,
+        spec: DynamicPrefixSpec | None,
+        status: DynamicPrefixStatus | None,
+        obj: Mapping[str, Any],
+        ctx: Context,
+    ) -> Plan:
+        """A companion stays while its prefix drains and its original uses companions; else it goes."""
+        if spec is None or status is None:
+            return Plan()  # its DynamicPrefix is gone: clusterd keeps nothing; it goes with its original
+        m = obj["metadata"]
+        original = ctx.get((self.kind, m["namespace"], m["labels"][companions.COMPANION_OF]))
+        draining = set(prefixes_in_use(status)) - {status.prefix}
+        ann = annotations_of(original or obj)
+        in_use = spec.transition.mode == "ha" and original is not None and companions.mode(
+            ann, ip_annotation(ann, ctx.default_ip_annotation), ctx.default_ha_mode) == "companion"  # fmt: skip
+        why = companions.expired(obj, draining, original, in_use)
+        return Plan() if why is None else Plan(final=Delete(), summary=f"companion deleted: {why}")
 
 
 TARGET = ServicesTarget()

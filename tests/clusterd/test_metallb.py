@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import threading
+from ipaddress import IPv6Network
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
 from kubernetes import watch
 
+from clusterd.core import companions
 from tests.clusterd.conftest import NS
 from tests.clusterd.test_clusterd import RANGE, block, condition, create_dp, events_for, get_dp
 from tests.clusterd.test_ha_services import (
     HA,
     MLB,
     SIMPLE,
-    annotations,
     at,
     in_range,
     one_address,
@@ -186,13 +188,15 @@ def test_a_service_on_the_old_block_when_metallb_loses_it(
     assert in_range(B, new), new
 
 
-def test_metallb_ha_limitation_is_reported_not_written(
-    cluster: KubeAPI, metallb_ingress: IngressLog, ha: Any
+def test_on_metallb_a_companion_keeps_the_old_address_until_it_expires_and_the_service_moves(
+    cluster: KubeAPI, metallb_ingress: IngressLog, ha: Any, record_property: Any
 ) -> None:
-    """MetalLB holds one address per family: clusterd moves the Service to B and says what is lost.
+    """HA on MetalLB, which holds one address per family: A -> B -> A -> B's expiry.
 
-    It must not ask for two IPv6 addresses (MetalLB then allocates nothing at all). clusterd writes
-    the pool: B's range is in it before the Service asks for its B address.
+    At each renumbering the Service moves to the new prefix at the same host offset (DNS with it)
+    and a companion Service takes the old address once MetalLB has let go of it, never asking for
+    an address another Service holds (MetalLB would refuse it and not try again). The companion is
+    owned by the Service and deleted when its prefix becomes current again or expires.
     """
     create_dp(cluster, addressRanges=[RANGE], transition=HA)
     metallb_pool(cluster)
@@ -203,31 +207,84 @@ def test_metallb_ha_limitation_is_reported_not_written(
     (a,) = metallb_ingress.wait("web", one_address, "an A address from MetalLB")
     assert in_range(A, a), a
     wait_annotations(cluster, "web", a, a, key=MLB)
-    wait_until(lambda: condition(get_dp(cluster), "ServicesSynced") == ("True", "Synced"), what="in step")
+    core = k8s.CoreV1Api(cluster.admin())
+    web = core.read_namespaced_service("web", NS)
+    on_a, on_b = companions.name("web", IPv6Network(A)), companions.name("web", IPv6Network(B))
+
     send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))
+    b = at(B, a)
+    metallb_ingress.wait("web", lambda ips: ips == (b,), "web on its B address alone")
+    metallb_ingress.wait(on_a, lambda ips: ips == (a,), "the companion on web's A address")
+    wait_annotations(cluster, "web", b, b, key=MLB)
+    gap = metallb_ingress.first_seen(on_a, a) - metallb_ingress.first_seen("web", b)
+    record_property("metallb_handover_gap_s", round(gap, 3))
+    companion = core.read_namespaced_service(on_a, NS)
+    assert [(r.kind, r.name, r.uid) for r in companion.metadata.owner_references] == [
+        ("Service", "web", web.metadata.uid)
+    ]
+    assert companion.spec.selector == web.spec.selector
+    assert [(p.port, p.protocol) for p in companion.spec.ports] == [
+        (p.port, p.protocol) for p in web.spec.ports
+    ]
+    assert "external-dns.alpha.kubernetes.io/target" not in (companion.metadata.annotations or {})
+    assert metallb_ingress.history(on_a) == [(a,)] and metallb_ingress.history("web") == [(a,), (b,)]
+    wait_until(lambda: condition(get_dp(cluster), "ServicesSynced")[0] == "True", what="Services in step")
 
-    def requested_v6() -> list[str]:
-        value = annotations(cluster, "web").get(MLB, "")
-        return [ip for ip in value.split(",") if ":" in ip]
+    send(cd, 3, prefix(A), prefix(B, "deprecated", valid=7200))  # A comes back: the roles swap
+    metallb_ingress.wait("web", lambda ips: ips == (a,), "web back on its A address")
+    metallb_ingress.wait(on_b, lambda ips: ips == (b,), "a companion on web's B address")
+    wait_until(lambda: on_a not in names(cluster), what="A's companion deleted")
+    wait_annotations(cluster, "web", a, a, key=MLB)
 
-    def reported() -> bool:
-        return "MetalLBOneAddressPerFamily" in events_for(cluster, "web")
+    send(cd, 4, prefix(A), prefix(B, "withdrawn", valid=0))  # B's valid lifetime is over
+    wait_until(lambda: on_b not in names(cluster), what="B's companion deleted at B's expiry")
+    assert metallb_ingress.history("web") == [(a,), (b,), (a,)], "web moved other than with the prefix"
+    assert metallb_ingress.history(on_b) == [(b,)]
+    for name in ("web", on_a, on_b):
+        assert "AllocationFailed" not in events_for(cluster, name), f"MetalLB refused {name} an address"
 
-    # clusterd either reports the limit (right) or asks for both addresses (what MetalLB refuses).
-    wait_until(lambda: reported() or len(requested_v6()) > 1, what="clusterd acting on prefix B for web")
-    assert len(requested_v6()) <= 1, f"clusterd asked MetalLB for {requested_v6()}, which it refuses"
-    wait_annotations(cluster, "web", at(B, a), at(B, a), key=MLB)
-    wait_addresses(cluster, span(B), span(A))
-    wait_until(lambda: condition(get_dp(cluster), "ServicesSynced") == ("False", "MetalLBOneAddressPerFamily"),
-               what="ServicesSynced names the MetalLB limitation")  # fmt: skip
-    assert f"old connections on {a} are not kept" in json.dumps(get_dp(cluster)["status"]["conditions"])
-    assert any(
-        e.type == "Warning" and e.reason == "MetalLBOneAddressPerFamily"
-        for e in k8s.CoreV1Api(cluster.admin()).list_namespaced_event(NS).items
-        if e.involved_object.name == "web"
-    )
-    metallb_ingress.wait("web", lambda ips: ips == (at(B, a),), "MetalLB moving web to its B address")
-    assert [ips for ips in metallb_ingress.history("web") if ips] == [(a,), (at(B, a),)], (
-        f"web held an address clusterd did not ask for: {metallb_ingress.history('web')}"
-    )
-    assert "AllocationFailed" not in events_for(cluster, "web"), "MetalLB refused a request"
+
+def names(kube: KubeAPI) -> set[str]:
+    return {s.metadata.name for s in k8s.CoreV1Api(kube.admin()).list_namespaced_service(NS).items}
+
+
+def test_killed_between_the_services_move_and_its_companion_the_next_clusterd_makes_the_companion(
+    cluster: KubeAPI, metallb_ingress: IngressLog, clusterd_factory: Any
+) -> None:
+    """The state of a crash inside a hand-over on MetalLB: the Service moved to B, A's companion
+    not made yet. clusterd runs as the chart's ServiceAccount without the right to create Services,
+    so the companion's create is refused there; it is SIGKILLed, the right restored, and the next
+    clusterd makes the companion from what it finds."""
+    from tests.ground import testbin
+    from tests.packaging.conftest import find, render
+    from tests.packaging.test_rbac import apply_rbac
+
+    docs = render(testbin.find("helm") or testbin.build("helm"), namespace="dynamic-prefix")
+    rules = find(docs, "ClusterRole")["rules"]
+    binding = find(docs, "ClusterRoleBinding")
+    cluster.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", binding)
+    token = cluster.service_account_token("dynamic-prefix", find(docs, "ServiceAccount")["metadata"]["name"])
+    no_create = [{**r, "verbs": [v for v in r["verbs"] if v != "create"]} if r["resources"] == ["services"] else r
+                 for r in rules]  # fmt: skip
+    apply_rbac(cluster, no_create, [])
+
+    create_dp(cluster, addressRanges=[RANGE], transition=HA)
+    metallb_pool(cluster)
+    first = clusterd_factory("first", token=token)
+    first.wait_ready()
+    send(first, 1, prefix(A))
+    service(cluster, "web", {"dynamic-prefix.io/ip-annotation": "metallb"})
+    (a,) = metallb_ingress.wait("web", one_address, "an A address from MetalLB")
+    send(first, 2, prefix(B), prefix(A, "deprecated", valid=7200))
+    b, on_a = at(B, a), companions.name("web", IPv6Network(A))
+    metallb_ingress.wait("web", lambda ips: ips == (b,), "web on its B address")
+    wait_until(lambda: "WriteRefused" in events_for(cluster, "web"), what="the companion's create refused")
+    assert on_a not in names(cluster)
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait()
+
+    apply_rbac(cluster, rules, [])
+    clusterd_factory("second", token=token).wait_ready()
+    metallb_ingress.wait(on_a, lambda ips: ips == (a,), "the companion on web's A address")
+    assert metallb_ingress.history("web") == [(a,), (b,)]
+    assert "AllocationFailed" not in events_for(cluster, on_a)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from ipaddress import IPv6Address
+from ipaddress import IPv6Address, IPv6Network
 from typing import Any
 
 from hypothesis import given, strategies
 
 from clusterd.core import services as sv
+from clusterd.core.companions import HA_MODE
 from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
 
 SPEC = DynamicPrefixSpec.model_validate({
@@ -237,9 +238,10 @@ def test_an_ipv4_the_service_holds_is_kept_as_clusterds_own_value() -> None:
     assert json.loads(u.annotations[sv.OWNED])[sv.CILIUM_IPS] == ["2001:db8:a:0:f000::5"]
 
 
-def test_metallb_moves_to_the_new_address_only_and_says_what_ha_mode_cannot_keep() -> None:
-    s = svc({sv.IP_ANNOTATION: "metallb"}, ips=("2001:db8:a:0:f000::2a", "192.0.2.20"))
+def test_metallb_in_addresses_mode_moves_to_the_new_address_only_and_says_what_it_cannot_keep() -> None:
+    s = svc({sv.IP_ANNOTATION: "metallb", HA_MODE: "addresses"}, ips=("2001:db8:a:0:f000::2a", "192.0.2.20"))
     p = sv.plan(s, SPEC, status((B, "active"), (A, "draining")))
+    assert p.companions == ()
     assert p.annotations[sv.METALLB_IPS] == "2001:db8:b:0:f000::2a,192.0.2.20"
     assert p.annotations[sv.DNS_TARGET] == "2001:db8:b:0:f000::2a"
     assert p.reason == sv.METALLB_ONE_PER_FAMILY
@@ -254,6 +256,27 @@ def test_metallb_moves_to_the_new_address_only_and_says_what_ha_mode_cannot_keep
     )
     p = sv.plan(u, SPEC, status((A, "active")))
     assert p.annotations == {} and p.problem is not None and "one address per family" in p.problem
+
+
+def test_in_companion_mode_the_old_address_is_handed_to_a_companion_once_the_service_let_go_of_it() -> None:
+    """MetalLB's default: the Service moves to B alone; A's address goes to a companion, but only
+    after MetalLB took it from the Service (a companion asking earlier is refused and not retried)."""
+    old, new = IPv6Address("2001:db8:a:0:f000::2a"), "2001:db8:b:0:f000::2a"
+    s = svc({sv.IP_ANNOTATION: "metallb"}, ips=(str(old), "192.0.2.20"))
+    moving = status((B, "active"), (A, "draining"))
+    p = sv.plan(s, SPEC, moving)
+    assert p.annotations[sv.METALLB_IPS] == f"{new},192.0.2.20" and p.problem is None
+    assert p.companions == (), "the Service still holds A: a companion now would be refused"
+    s = apply(replace(s, ingress_ips=(new, "192.0.2.20")), p)
+    moved = sv.plan(s, SPEC, moving)
+    assert moved.annotations == {} and moved.companions == ((IPv6Network(A), old),)
+    assert sv.plan(s, SPEC, status((B, "active"), (A, "expired"))).companions == ()
+    # Cilium keeps both addresses on the Service unless asked for companions.
+    c = svc({}, ips=(str(old),))
+    assert sv.plan(c, SPEC, moving).annotations[sv.CILIUM_IPS] == f"{new},{old}"
+    asked = sv.plan(svc({HA_MODE: "companion"}, ips=(str(old),)), SPEC, moving)
+    assert asked.annotations[sv.CILIUM_IPS] == new
+    assert sv.plan(c, SPEC, moving, default_mode="companion").annotations[sv.CILIUM_IPS] == new
 
 
 SLASH56 = SPEC.model_copy(update={"address_ranges": [
