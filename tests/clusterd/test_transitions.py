@@ -14,11 +14,13 @@ from __future__ import annotations
 import os
 import signal
 import time
+from ipaddress import IPv6Network
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
 
+from clusterd.core import companions
 from tests.clusterd.conftest import NS
 from tests.clusterd.test_clusterd import (
     V4,
@@ -173,3 +175,27 @@ def test_an_address_clusterd_chose_that_lb_ipam_gave_another_service_meanwhile_i
     pinned = ingress.wait("pinned-v4", lambda ips: len(ips) == 2, "its IPv4 and an IPv6 address")
     assert USER_V4 in pinned and early not in pinned, (early, pinned)
     all_satisfied(cluster, "early", "pinned-v4")
+
+
+def test_companion_mode_on_cilium_moves_the_service_and_a_companion_keeps_the_old_address(
+    cluster: KubeAPI, ingress: IngressLog, ha: Any, record_property: Any
+) -> None:
+    """``dynamic-prefix.io/ha-mode: companion`` on Cilium: the MetalLB way, on LB-IPAM."""
+    cd = on_prefix_a(cluster, ha)
+    service(cluster, "web", {companions.HA_MODE: "companion"})
+    (a,) = ingress.wait("web", one_address, "an A address")
+    send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))
+    b, on_a = at(B, a), companions.name("web", IPv6Network(A))
+    ingress.wait("web", lambda ips: ips == (b,), "web on its B address alone")
+    ingress.wait(on_a, lambda ips: ips == (a,), "the companion on web's A address")
+    record_property(
+        "cilium_handover_gap_s", round(ingress.first_seen(on_a, a) - ingress.first_seen("web", b), 3)
+    )
+    assert annotations(cluster, "web")[IPS] == b
+    all_satisfied(cluster, "web", on_a)
+    send(cd, 3, prefix(B), prefix(A, "withdrawn", valid=0))
+    wait_pool(cluster, V4, block(B))
+    core = k8s.CoreV1Api(cluster.admin())
+    wait_until(lambda: on_a not in {s.metadata.name for s in core.list_namespaced_service(NS).items},
+               what="the companion deleted at A's expiry")  # fmt: skip
+    assert ingress.history("web") == [(a,), (b,)] and ingress.history(on_a) == [(a,)]
