@@ -10,6 +10,7 @@ does the namespace part itself).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import json
@@ -209,6 +210,21 @@ class KubeAPI:
             events = [json.loads(line) for line in f.read().splitlines() if line.strip()]
         return [e for e in events if e["user"]["username"] == username
                 and e.get("responseStatus", {}).get("code") == 403]  # fmt: skip
+
+    def etcd_versions(self, prefix: str) -> dict[str, int]:
+        """etcd's ``version`` of each key under ``prefix``, by the key's last part: how often the object
+        was written since it was created (1: created, never changed). Unlike a watch it survives a
+        restart of the API server, whose watch cache starts afresh."""
+        start = prefix.encode()
+        end = start[:-1] + bytes([start[-1] + 1])
+        body = {"key": base64.b64encode(start).decode(), "range_end": base64.b64encode(end).decode(),
+                "keys_only": True}  # fmt: skip
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.etcd_port}/v3/kv/range", json.dumps(body).encode(), method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - as above
+            kvs = json.loads(resp.read()).get("kvs") or []
+        return {base64.b64decode(kv["key"]).decode().rsplit("/", 1)[1]: int(kv["version"]) for kv in kvs}
 
     def log_tail(self, lines: int = 40) -> str:
         path = self.workdir / "kube-apiserver.log"

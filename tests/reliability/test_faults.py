@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client as k8s
 
+from clusterd.targets.calico_pool import derived_name
+from tests.clusterd.test_calico_pools import create_parent, disabled, pool
+from tests.ground.admission import HoldingWebhook
 from tests.ground.apiserver import KubeAPI
 from tests.ground.clusterd_proc import Barrier, Clusterd
 from tests.ground.lbipam import CiliumOperator
@@ -21,7 +25,7 @@ from tests.ground.netlab import AdvPrefix, Lab
 from tests.ground.require import require_program
 from tests.ground.routerd_proc import Routerd, current, states
 from tests.ground.waiting import wait_until
-from tests.reliability.pipeline import USER_MLB, Pipeline, block
+from tests.reliability.pipeline import DP, USER_MLB, Pipeline, block
 
 pytestmark = [pytest.mark.lab, pytest.mark.apiserver, pytest.mark.mqtt, pytest.mark.timeout(240)]
 
@@ -220,4 +224,130 @@ def test_prefix_flapping_costs_a_bounded_number_of_writes(pipe: Pipeline) -> Non
     assert spent <= 4 * 5, f"{spent} API writes for 6 flips"
     pool = pipe.pool()
     assert block(A) in pool and block(B) in pool
+    pipe.check_invariants()
+
+
+A_LB, B_LB = "2001:db8:a:0:f000::/68", "2001:db8:b:0:f000::/68"  # the range "lb" in each prefix
+POOL_A, POOL_B = derived_name("lb", A_LB), derived_name("lb", B_LB)
+USER_PEER = {"ipBlock": {"cidr": "2001:db8:ffff::/48", "except": ["2001:db8:ffff:1::/64"]}}
+BGP_SELECTOR = {"matchLabels": {"bgp": "yes"}}
+ADVERT = {
+    "advertisementType": "Service",
+    "service": {"addresses": ["LoadBalancerIP"]},
+    "selector": BGP_SELECTOR,
+}
+IPPOOLS, ADVERTS = "/apis/crd.projectcalico.org/v1/ippools", "/apis/cilium.io/v2/ciliumbgpadvertisements"
+STORED_POOLS = "/registry/crd.projectcalico.org/ippools/"  # etcd's keys
+STORED_ADVERTS = "/registry/cilium.io/ciliumbgpadvertisements/"
+A_VALID = 60
+"""A's valid lifetime: longer than the outage and the catch-up after it (about 6 s here)."""
+
+
+def mlb(prefix: str) -> str:
+    b = block(prefix)
+    return f"{b['start']}-{b['stop']}"
+
+
+def peers(kube: KubeAPI) -> list[Any]:
+    _, got = kube.request("GET", "/apis/networking.k8s.io/v1/namespaces/apps/networkpolicies/from-lan")
+    return list(got["spec"]["ingress"][0]["from"])
+
+
+def names(kube: KubeAPI, path: str) -> list[str]:
+    return sorted(o["metadata"]["name"] for o in kube.request("GET", path)[1]["items"])
+
+
+def test_api_server_and_etcd_killed_mid_change_on_every_kind_of_target(
+    pipe: Pipeline, cluster: KubeAPI
+) -> None:
+    """Besides the pipeline's objects: a Calico parent pool, an advertised subnet and a NetworkPolicy.
+
+    An admission webhook holds clusterd's create of B's Calico pool: the status and every holder's
+    first step are written, B's pool is not, A's is not disabled yet. kube-apiserver and etcd are
+    SIGKILLed right there, with that create in flight, and started again.
+    """
+    custom = pipe.custom
+    custom.patch_cluster_custom_object(*DP, "home", {"spec": {"subnets": [
+        {"name": "svc", "offset": 1, "prefixLength": 112, "bgp": {"advertise": True}}]}})  # fmt: skip
+    custom.create_cluster_custom_object("cilium.io", "v2", "ciliumloadbalancerippools", {
+        "apiVersion": "cilium.io/v2", "kind": "CiliumLoadBalancerIPPool",
+        "metadata": {"name": "svc-pool", "annotations": {"dynamic-prefix.io/name": "home",
+                                                          "dynamic-prefix.io/subnet": "svc"}},
+        "spec": {"blocks": [], "serviceSelector": BGP_SELECTOR},
+    })  # fmt: skip
+    parent = create_parent(cluster)
+    k8s.NetworkingV1Api(cluster.admin()).create_namespaced_network_policy("apps", {
+        "metadata": {"name": "from-lan", "annotations": {"dynamic-prefix.io/name": "home"}},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [USER_PEER]}]},
+    })  # fmt: skip
+    cd = pipe.start_clusterd()
+    pipe.advertise([AdvPrefix(A, valid=A_VALID, preferred=A_VALID - 10)], start=True)
+    r = pipe.start_routerd()
+    pipe.wait_current(A)
+    wait_until(lambda: disabled(cluster, POOL_A) is False and peers(cluster) == [USER_PEER, {"ipBlock": {"cidr": A}}]
+               and names(cluster, ADVERTS) == ["home-svc"], 30, "A in every target")  # fmt: skip
+    advert = custom.get_cluster_custom_object("cilium.io", "v2", "ciliumbgpadvertisements", "home-svc")
+    assert advert["spec"]["advertisements"] == [ADVERT]
+
+    rule = {"apiGroups": ["crd.projectcalico.org"], "apiVersions": ["*"], "operations": ["CREATE"],
+            "resources": ["ippools"]}  # fmt: skip
+    probe = {"apiVersion": "crd.projectcalico.org/v1", "kind": "IPPool", "metadata": {"name": "probe"},
+             "spec": {**parent["spec"], "cidr": "fd00:0:0:fffe::/120"}}  # fmt: skip
+    hook = HoldingWebhook(cluster, rule, lambda req: req["object"]["metadata"]["name"] == POOL_B)
+    with hook.installed(lambda: cluster.request("POST", f"{IPPOOLS}?dryRun=All", probe)):
+        pipe.advertise([AdvPrefix(A, valid=0, preferred=0), AdvPrefix(B, **LONG)])
+        renumbered = time.monotonic()
+        wait_until(hook.held.is_set, 60, "clusterd creating B's Calico pool")
+        # Mid-change: the status and each holder's first step (adds only) are written; B's pool is
+        # being created, A's is still enabled.
+        assert pipe.dp()["status"]["currentPrefix"] == B
+        assert {mlb(B), mlb(A), USER_MLB} <= set(pipe.metallb_pool())
+        assert block(B) in pipe.pool() and block(A) in pipe.pool()
+        assert sorted(map(str, peers(cluster))) == sorted(map(str, [USER_PEER, {"ipBlock": {"cidr": A}},
+                                                                    {"ipBlock": {"cidr": B}}]))  # fmt: skip
+        assert (disabled(cluster, POOL_A), pool(cluster, POOL_B)) == (False, None)
+        assert cluster.etcd_versions(STORED_POOLS) == {"lb": 1, POOL_A: 1}
+        errors = cd.metric("dynamic_prefix_reconcile_errors_total")
+        cluster.stop(signal.SIGKILL)
+        hook.release()
+        wait_until(lambda: cd.metric("dynamic_prefix_reconcile_errors_total") - errors >= 2, 30,
+                   "clusterd failing to write, and retrying")  # fmt: skip
+        cluster.start()
+        pipe.restart_watch()
+    wait_until(lambda: disabled(cluster, POOL_A) is True and disabled(cluster, POOL_B) is False,
+               60, "B's Calico pool made and A's disabled after the outage")  # fmt: skip
+    pipe.wait_current(B)
+    print(f"the change finished {time.monotonic() - renumbered:.1f} s after B was advertised")
+    history = {h["prefix"]: h["state"] for h in pipe.dp()["status"]["history"]}
+    assert history == {B: "active", A: "draining"}, f"A's lifetime ({A_VALID} s) ran out first: {history}"
+    # Calico: B's pool made once, A's written once more (disabled, its cidr as it was), the parent never.
+    assert cluster.etcd_versions(STORED_POOLS) == {"lb": 1, POOL_A: 2, POOL_B: 1}
+    assert (pool(cluster, POOL_A) or {})["spec"] == {**parent["spec"], "cidr": A_LB, "disabled": True}
+    assert (pool(cluster, POOL_B) or {})["spec"] == {**parent["spec"], "cidr": B_LB, "disabled": False}
+    # MetalLB and Cilium: B and A (draining), the user's entries kept.
+    assert {mlb(B), mlb(A), USER_MLB} <= set(pipe.metallb_pool())
+    assert pipe.pool()[-2:] == [block(B), block(A)]
+    # The policy: B and A beside the user's peer, untouched.
+    now = peers(cluster)
+    assert now[0] == USER_PEER
+    assert sorted(map(str, now[1:])) == sorted(map(str, [{"ipBlock": {"cidr": A}}, {"ipBlock": {"cidr": B}}]))
+    # The advertisement selects Services by label: one object, never written after its create.
+    assert cluster.etcd_versions(STORED_ADVERTS) == {"home-svc": 1}
+    after = custom.get_cluster_custom_object("cilium.io", "v2", "ciliumbgpadvertisements", "home-svc")
+    assert after["spec"] == advert["spec"]
+    pipe.check_invariants()
+
+    # A's valid lifetime ends: every target drops it, A's Calico pool is deleted.
+    def a_gone() -> bool:
+        return bool(pool(cluster, POOL_A) is None and mlb(A) not in pipe.metallb_pool()
+                    and block(A) not in pipe.pool() and {"ipBlock": {"cidr": A}} not in peers(cluster))  # fmt: skip
+
+    wait_until(a_gone, A_VALID + 30, "A dropped everywhere once its lifetime ended")
+    assert cluster.etcd_versions(STORED_POOLS) == {"lb": 1, POOL_B: 1}
+    assert disabled(cluster, POOL_B) is False
+    assert peers(cluster) == [USER_PEER, {"ipBlock": {"cidr": B}}]
+    assert {mlb(B), USER_MLB} <= set(pipe.metallb_pool())
+    assert cluster.etcd_versions(STORED_ADVERTS) == {"home-svc": 1}
+    assert r.proc.poll() is None
+    assert all(c.proc.poll() is None for c in pipe.clusterds), "clusterd died with the API server"
     pipe.check_invariants()
