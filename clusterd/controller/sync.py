@@ -68,8 +68,8 @@ class Sync:
         """(reason, message) of each object not in step, as last announced."""
         self.counted: dict[ObjectKey, str] = {}
         """Consumer -> the DynamicPrefix whose condition last counted it."""
-        self.refused: dict[ObjectKey, tuple[str | None, Write]] = {}
-        """The write the API server refused, at the object's version: not sent again unchanged."""
+        self.refused: dict[ObjectKey, tuple[str | None, Write, str]] = {}
+        """The write the API server refused, at the object's version, and why: not sent again unchanged."""
         self._slots = asyncio.Semaphore(WRITE_SLOTS)
 
     def context(self, dp: str | None) -> Context:
@@ -101,14 +101,14 @@ class Sync:
     async def _write(self, t: Target, key: ObjectKey, obj: Obj, p: Write, summary: str = "") -> str | None:
         """Write one change; the refusal's text when the API server refused it (now or before)."""
         rv = obj["metadata"].get("resourceVersion")
-        if (refused := self.refused.get(key)) is not None and refused == (rv, p):
-            return self.problems.get(key, ("", "refused by the API server"))[1]
+        if (refused := self.refused.get(key)) is not None and refused[:2] == (rv, p):
+            return refused[2]
         self.refused.pop(key, None)
         self.cache.refused.discard(key)
         try:
             got = await self.writer.patch(t, obj, p)
         except Permanent as e:
-            self.refused[key] = (rv, p)
+            self.refused[key] = (rv, p, str(e))
             self.cache.refused.add(key)
             return str(e)
         if got is not None and summary:

@@ -123,6 +123,10 @@ class Writer:
                 got = await self.kube.create(resource, m.get("namespace"), p.body)
             except Gone as e:  # not "done": a CRD a moment old is not served yet, or the namespace is gone
                 raise ApiError(503, "NotServedYet", f"creating {t.kind} {m['name']}: {e}; retrying") from e
+            except ApiError as e:  # an object by that name that clusterd does not keep: rename it
+                if e.status == 409:
+                    raise Permanent(f"{t.kind} {m['name']}", e) from e
+                raise
             store.setdefault(ident, got)
         else:
             with contextlib.suppress(Gone):  # deleted already: done

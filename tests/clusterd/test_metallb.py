@@ -288,3 +288,26 @@ def test_killed_between_the_services_move_and_its_companion_the_next_clusterd_ma
     metallb_ingress.wait(on_a, lambda ips: ips == (a,), "the companion on web's A address")
     assert metallb_ingress.history("web") == [(a,), (b,)]
     assert "AllocationFailed" not in events_for(cluster, on_a)
+
+
+def test_a_users_service_with_the_companions_name_is_reported_and_left_alone(
+    cluster: KubeAPI, metallb_ingress: IngressLog, ha: Any
+) -> None:
+    create_dp(cluster, addressRanges=[RANGE], transition=HA)
+    metallb_pool(cluster)
+    cd = ha()
+    send(cd, 1, prefix(A))
+    service(cluster, "web", {"dynamic-prefix.io/ip-annotation": "metallb"})
+    (a,) = metallb_ingress.wait("web", one_address, "an A address from MetalLB")
+    core = k8s.CoreV1Api(cluster.admin())
+    on_a = companions.name("web", IPv6Network(A))
+    core.create_namespaced_service(NS, k8s.V1Service(
+        metadata=k8s.V1ObjectMeta(name=on_a),
+        spec=k8s.V1ServiceSpec(ports=[k8s.V1ServicePort(port=80)]),
+    ))  # fmt: skip
+    mine = core.read_namespaced_service(on_a, NS).metadata.resource_version
+    send(cd, 2, prefix(B), prefix(A, "deprecated", valid=7200))
+    metallb_ingress.wait("web", lambda ips: ips == (at(B, a),), "web on its B address")
+    wait_until(lambda: "WriteRefused" in events_for(cluster, "web"), what="the name clash reported on web")
+    assert "already exists" in json.dumps(get_dp(cluster)["status"]["conditions"])
+    assert core.read_namespaced_service(on_a, NS).metadata.resource_version == mine
