@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING
 
 from clusterd.adapters import kubeconfig
 from clusterd.adapters.health import HealthServer
-from clusterd.adapters.kube import CRDS, DYNAMIC_PREFIXES, Kube, Resource, Watcher
+from clusterd.adapters.kube import APISERVICES, CRDS, DYNAMIC_PREFIXES, Kube, Resource, Watcher
 from clusterd.adapters.leader import LeaderElector
 from clusterd.config import Config, read_secret
 from clusterd.controller import Controller
 from clusterd.core.lease import Timing
 from clusterd.metrics import Metrics
 from clusterd.targets import TARGETS, by_kind
+from clusterd.targets.base import api_group
 from routerd.logs import kv
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class Clusterd:
         for kind, version in sorted(served.items()):
             t = by_kind(kind)
             watch = self.kube.watch(
-                t.plural, Resource(t.group, version, t.plural), self.controller.on_object(t)
+                t.plural, Resource(api_group(t, version), version, t.plural), self.controller.on_object(t)
             )
             self._pool_watchers.append(watch)
 
@@ -62,6 +63,7 @@ class Clusterd:
         receivers = await self._start_receivers()
         self._watchers.append(self.kube.watch("dynamicprefixes", DYNAMIC_PREFIXES, ctl.on_dp))
         self._watchers.append(self.kube.watch("crds", CRDS, ctl.on_crd))
+        self._watchers.append(self.kube.watch("apiservices", APISERVICES, ctl.on_apiservice))
         for built_in in (t for t in TARGETS if not t.crd):  # always served, one version
             resource = Resource(built_in.group, built_in.versions[0], built_in.plural)
             self._watchers.append(self.kube.watch(built_in.plural, resource, ctl.on_object(built_in)))

@@ -51,6 +51,7 @@ class Resource:
 DYNAMIC_PREFIXES = Resource(crd.GROUP, crd.VERSION, crd.PLURAL)
 SERVICES = Resource("", "v1", "services")
 CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+APISERVICES = Resource("apiregistration.k8s.io", "v1", "apiservices")
 LEASES = Resource("coordination.k8s.io", "v1", "leases")
 
 

@@ -88,8 +88,14 @@ class Controller:
         self._update_ra_interfaces()
 
     def on_crd(self, kind: str, obj: Any) -> None:
+        self._on_versions(self.cache.on_crd, kind, obj)
+
+    def on_apiservice(self, kind: str, obj: Any) -> None:
+        self._on_versions(self.cache.on_apiservice, kind, obj)
+
+    def _on_versions(self, handler: Callable[[str, Any], list[Key]], kind: str, obj: Any) -> None:
         before = dict(self.cache.served)
-        self._add(self.cache.on_crd(kind, obj))
+        self._add(handler(kind, obj))
         if self.cache.served != before:
             LOG.info("served versions", extra=kv(versions=dict(self.cache.served)))
             if self.on_served is not None:

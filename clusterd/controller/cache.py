@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from clusterd import crd
 from clusterd.controller.keys import DynamicPrefixKey, Key, ObjectKey
 from clusterd.core.placements import Placements
-from clusterd.targets.base import ObjectId, Target, crd_name, served_version
+from clusterd.targets.base import ObjectId, Target, aggregated, api_group, crd_name, crd_versions
 
 Obj = dict[str, Any]
 Handler = Callable[[str, Any], list[Key]]
@@ -49,7 +49,11 @@ class Cache:
         """The same, by address: where two objects claim one, each is planned again."""
         self.refused: set[ObjectKey] = set()
         """Objects whose last write the API server refused: any change of theirs may lift it."""
-        self.dps_synced = self.crds_synced = False
+        self.crd_versions: dict[str, frozenset[str]] = {}
+        """Kind -> the versions its CRD serves."""
+        self.apis: set[str] = set()
+        """The Available APIServices (``v3.projectcalico.org``): versions another API server serves."""
+        self.dps_synced = self._crds_listed = self._apis_listed = False
         self.listed: set[str] = set()
         """Kinds whose list arrived since their version was discovered."""
         self._views: dict[str, tuple[str | None, crd.DynamicPrefixSpec | None, crd.DynamicPrefixStatus]] = {}
@@ -108,18 +112,40 @@ class Cache:
 
     # -- CRDs: which versions of each target kind are served -----------------------------------
 
+    @property
+    def crds_synced(self) -> bool:
+        """Both lists arrived that say which versions are served."""
+        return self._crds_listed and self._apis_listed
+
     def on_crd(self, kind: str, obj: Any) -> list[Key]:
-        items = obj if kind == "SYNC" else [obj]
-        before = dict(self.served)
         if kind == "SYNC":
-            self.served = {k: v for k, v in self.served.items() if not self.targets[k].crd}
-            self.crds_synced = True
+            self.crd_versions = {}
+            self._crds_listed = True
         by_crd = {crd_name(t): t for t in self.targets.values() if t.crd}
-        for o in items:
-            t = by_crd.get(o["metadata"]["name"])
-            if t is None:
-                continue
-            version = None if kind == "DELETED" else served_version(t, o)
+        for o in obj if kind == "SYNC" else [obj]:
+            if (t := by_crd.get(o["metadata"]["name"])) is not None:
+                self.crd_versions[t.kind] = frozenset() if kind == "DELETED" else crd_versions(o)
+        return self._serve()
+
+    def on_apiservice(self, kind: str, obj: Any) -> list[Key]:
+        if kind == "SYNC":
+            self.apis = set()
+            self._apis_listed = True
+        for o in obj if kind == "SYNC" else [obj]:
+            conditions = (o.get("status") or {}).get("conditions") or []
+            up = kind != "DELETED" and any(c.get("type") == "Available" and c.get("status") == "True"
+                                           for c in conditions)  # fmt: skip
+            (self.apis.add if up else self.apis.discard)(o["metadata"]["name"])
+        return self._serve()
+
+    def _serve(self) -> list[Key]:
+        """Each CRD kind at the first of its versions served now: by its CRD, or by another API
+        server (an Available APIService ``<version>.<group>``)."""
+        before = dict(self.served)
+        for t in (t for t in self.targets.values() if t.crd):
+            other = aggregated(t)
+            version = next((v for v in t.versions if (f"{v}.{api_group(t, v)}" in self.apis if v in other
+                            else v in self.crd_versions.get(t.kind, ()))), None)  # fmt: skip
             if version is None:
                 self.served.pop(t.kind, None)
             else:

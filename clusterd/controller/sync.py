@@ -20,7 +20,7 @@ from clusterd.controller.writes import Permanent, Writer
 from clusterd.core.services import NOT_SYNCED
 from clusterd.core.status import Event
 from clusterd.crd import MAX_TARGETS, DynamicPrefixSpec, DynamicPrefixStatus, TargetStatus
-from clusterd.targets.base import Context, Create, ObjectId, Plan, Target, Write
+from clusterd.targets.base import Context, Create, ObjectId, Plan, Target, Write, api_version
 from routerd.logs import kv
 
 LOG = logging.getLogger("clusterd")
@@ -43,11 +43,9 @@ def summarize(count: int, problems: dict[ObjectKey, tuple[str, str]]) -> Conditi
     return False, reason, "; ".join(shown) + (f"; and {more} more (see the Services' Events)" if more else "")
 
 
-def _summary(c: Create) -> str:
+def _summary(c: Create, served: str) -> str:
     """The Event on an object made from another (which API it was written as); none for the others."""
-    return (
-        "" if c.source is None else f"created from {c.source['metadata']['name']} as {c.body['apiVersion']}"
-    )
+    return "" if c.source is None else f"created from {c.source['metadata']['name']} as {served}"
 
 
 def _named(key: ObjectKey) -> str:
@@ -166,7 +164,9 @@ class Sync:
             key = ObjectKey(t.kind, m.get("namespace"), m["name"])
             existing = self.cache.get(key)
             if existing is None:
-                refused = await self._write(t, key, c.body, c, _summary(c))
+                refused = await self._write(
+                    t, key, c.body, c, _summary(c, api_version(t, self.cache.served[t.kind]))
+                )
             elif t.follows(existing) != dp or t.has_record(existing) != t.has_record(c.body):
                 refused = f"a {t.kind} named {m['name']} exists and is not this DynamicPrefix's; rename it"
             else:
@@ -252,7 +252,7 @@ class Sync:
                 continue
             for key, _obj in self.cache.following(t.kind, dp):
                 problem = self.problems.get(key)
-                out.append(TargetStatus(kind=t.kind, api_version=f"{t.group}/{version}".lstrip("/"), name=key.name,
+                out.append(TargetStatus(kind=t.kind, api_version=api_version(t, version), name=key.name,
                                         namespace=key.namespace, synced=problem is None,
                                         problem=None if problem is None else problem[1][:1024]))  # fmt: skip
         return sorted(out, key=lambda s: s.synced)[:MAX_TARGETS]
@@ -312,5 +312,7 @@ class Sync:
         for c in p.also:
             m = c.body["metadata"]
             made = ObjectKey(t.kind, m.get("namespace"), m["name"])
-            refused = refused or await self._write(t, made, c.body, c, _summary(c))
+            refused = refused or await self._write(
+                t, made, c.body, c, _summary(c, api_version(t, self.cache.served[t.kind]))
+            )
         return refused

@@ -21,7 +21,7 @@ from clusterd.controller.cache import Cache, Obj
 from clusterd.controller.keys import Key
 from clusterd.core.status import Event
 from clusterd.metrics import Metrics
-from clusterd.targets.base import NAME, Create, Delete, Target, Write
+from clusterd.targets.base import NAME, Create, Delete, Target, Write, api_group, api_version
 from routerd.logs import RateLimited, kv
 
 LOG = logging.getLogger("clusterd")
@@ -91,7 +91,8 @@ class Writer:
                     assert p.entries is not None
                     spec = {p.field: p.entries}
                 meta = {"resourceVersion": m["resourceVersion"], "annotations": dict(p.annotations)}
-                resource = Resource(t.group, self.cache.served[t.kind], t.plural)
+                version = self.cache.served[t.kind]
+                resource = Resource(api_group(t, version), version, t.plural)
                 got = await self.kube.patch(
                     resource, m.get("namespace"), m["name"], {"metadata": meta, "spec": spec}
                 )
@@ -115,12 +116,14 @@ class Writer:
 
     async def _whole(self, t: Target, obj: Obj, p: Create | Delete) -> Obj | None:
         """Create or delete a whole object; the cache takes it at once (the watch's echo is then skipped)."""
-        m, resource = obj["metadata"], Resource(t.group, self.cache.served[t.kind], t.plural)
+        m, version = obj["metadata"], self.cache.served[t.kind]
+        resource = Resource(api_group(t, version), version, t.plural)
         store, ident = self.cache.objects[t.kind], (m.get("namespace"), m["name"])
         got: Obj | None = None
         if isinstance(p, Create):
             try:
-                got = await self.kube.create(resource, m.get("namespace"), p.body)
+                body = {**p.body, "apiVersion": api_version(t, version)}  # the API it is served through
+                got = await self.kube.create(resource, m.get("namespace"), body)
             except Gone as e:  # not "done": a CRD a moment old is not served yet, or the namespace is gone
                 raise ApiError(503, "NotServedYet", f"creating {t.kind} {m['name']}: {e}; retrying") from e
             except ApiError as e:  # an object by that name that clusterd does not keep: rename it
@@ -153,9 +156,7 @@ class Writer:
         about = {"dynamicprefix": ref.name}
         if t is not None:  # list items carry no kind or apiVersion: the target knows them
             version = self.cache.served.get(t.kind, t.versions[0])
-            ref = Ref(
-                f"{t.group}/{version}" if t.group else version, t.kind, ref.name, ref.namespace, ref.uid
-            )
+            ref = Ref(api_version(t, version), t.kind, ref.name, ref.namespace, ref.uid)
             dp = (obj["metadata"].get("annotations") or {}).get(NAME)
             name = f"{ref.namespace}/{ref.name}" if ref.namespace else ref.name
             about = {t.kind.lower(): name, **({"dynamicprefix": dp} if dp else {})}

@@ -31,6 +31,7 @@ OWN_RULES: tuple[Rule, ...] = (
     Rule("dynamic-prefix.io", "dynamicprefixes", ("list", "watch")),  # the cache; never GET one by one
     Rule("dynamic-prefix.io", "dynamicprefixes/status", ("update",)),  # PUT at the planned resourceVersion
     Rule("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch")),  # which versions are served
+    Rule("apiregistration.k8s.io", "apiservices", ("list", "watch")),  # Calico's API server, when it runs
     Rule("events.k8s.io", "events", ("create", "patch")),  # Events; a repeat is patched into its series
 )
 """What clusterd needs beyond its targets (the Lease's Role is separate, namespaced)."""

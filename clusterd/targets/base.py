@@ -184,10 +184,26 @@ def crd_name(t: Target) -> str:
     return f"{t.plural}.{t.group}"
 
 
-def served_version(t: Target, crd: Mapping[str, Any]) -> str | None:
-    """The version clusterd uses of a CRD as served now (Cilium 1.18+ serves v2, older v2alpha1)."""
-    served = {v["name"] for v in crd.get("spec", {}).get("versions", []) if v.get("served")}
-    return next((v for v in t.versions if v in served), None)
+def crd_versions(crd: Mapping[str, Any]) -> frozenset[str]:
+    """The versions a CRD serves now (Cilium 1.18+ serves pools as v2, older ones as v2alpha1)."""
+    return frozenset(v["name"] for v in crd.get("spec", {}).get("versions", []) if v.get("served"))
+
+
+def aggregated(t: Target) -> Mapping[str, str]:
+    """Version -> API group of the versions of a kind another API server serves (Calico's
+    ``projectcalico.org/v3``), found by their APIService rather than a CRD; most kinds have none."""
+    found: tuple[tuple[str, str], ...] = getattr(t, "aggregated", ())
+    return dict(found)
+
+
+def api_group(t: Target, version: str) -> str:
+    """The API group a kind is written through at ``version``."""
+    return aggregated(t).get(version, t.group)
+
+
+def api_version(t: Target, version: str) -> str:
+    """``group/version`` (``v1`` alone for the core group)."""
+    return f"{api_group(t, version)}/{version}".lstrip("/")
 
 
 def annotations_of(obj: Mapping[str, Any]) -> Mapping[str, str]:

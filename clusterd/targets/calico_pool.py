@@ -14,7 +14,10 @@ prefix is current and the parent still selects its CIDR, disabled while its
 prefix drains (or the parent no longer wants it), deleted when its prefix
 leaves the DynamicPrefix's status. The parent itself is never written.
 
-Served as ``crd.projectcalico.org/v1`` (the CRD Calico stores pools in).
+Written as ``projectcalico.org/v3`` when Calico's API server serves it (its
+APIService is Available: the API Calico's docs ask users to write), else as
+``crd.projectcalico.org/v1`` (the CRD Calico stores pools in); the DynamicPrefix's
+``status.targets`` says which.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from clusterd.targets.base import NAME, Context, Create, Delete, Patch, Plan, Ru
 
 KIND = "IPPool"
 GROUP = "crd.projectcalico.org"
+API_GROUP = "projectcalico.org"
+"""The group Calico's API server serves (v3); the same pools, validated and defaulted by Calico."""
 PARENT = "dynamic-prefix.io/parent"
 """Label on a derived pool: the parent pool it was made from."""
 PREFIX = "dynamic-prefix.io/prefix"
@@ -62,13 +67,17 @@ class CalicoPoolTarget:
     kind: str = KIND
     group: str = GROUP
     plural: str = "ippools"
-    versions: tuple[str, ...] = ("v1",)
+    versions: tuple[str, ...] = ("v3", "v1")
+    aggregated: tuple[tuple[str, str], ...] = (("v3", API_GROUP),)
     crd: bool = True
     consumer: bool = False
     whole: bool = False
     """Users create the parents; clusterd creates (``creates``) and deletes the derived pools."""
     metric: str = "pool"
-    rules: tuple[Rule, ...] = (Rule(GROUP, "ippools", ("list", "watch", "create", "patch", "delete")),)
+    rules: tuple[Rule, ...] = (
+        Rule(GROUP, "ippools", ("list", "watch", "create", "patch", "delete")),
+        Rule(API_GROUP, "ippools", ("list", "watch", "create", "patch", "delete")),
+    )
 
     def follows(self, obj: Mapping[str, Any]) -> str | None:
         """A parent by its annotation; a derived pool by its label."""
@@ -107,7 +116,7 @@ class CalicoPoolTarget:
             for cidr in current_cidrs(parent, spec, status, ctx)[0]:  # a problem: desired() reports it
                 meta = {"name": derived_name(name, cidr), "labels": {NAME: dp, PARENT: name},
                         "annotations": {PREFIX: _prefix_of(cidr, status)}}  # fmt: skip
-                body = {"apiVersion": f"{self.group}/{self.versions[0]}", "kind": self.kind, "metadata": meta,
+                body = {"apiVersion": f"{GROUP}/v1", "kind": self.kind, "metadata": meta,  # as served: writes.py
                         "spec": {**template, "cidr": cidr, "disabled": False}}  # fmt: skip
                 out.append(Create(body, source=parent))
         return out

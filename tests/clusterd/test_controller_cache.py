@@ -162,3 +162,22 @@ def test_a_holder_that_leaves_its_dynamic_prefix_makes_that_prefixs_pass() -> No
         DynamicPrefixKey("home")
     ]
     assert on_pool("DELETED", parent) == [DynamicPrefixKey("home")]
+
+
+def test_calico_pools_go_through_calicos_api_server_while_its_apiservice_is_available() -> None:
+    cache = Cache(TARGETS)
+    calico = {"metadata": {"name": "ippools.crd.projectcalico.org"},
+              "spec": {"versions": [{"name": "v1", "served": True}]}}  # fmt: skip
+    cache.on_crd("SYNC", [calico])
+    assert not cache.crds_synced, "which versions are served is known only with the APIServices listed"
+
+    def apiservice(available: str) -> dict[str, Any]:
+        return {"metadata": {"name": "v3.projectcalico.org"},
+                "status": {"conditions": [{"type": "Available", "status": available}]}}  # fmt: skip
+
+    cache.on_apiservice("SYNC", [apiservice("False")])  # Calico's API server installed, not up yet
+    assert cache.crds_synced and cache.served["IPPool"] == "v1"
+    cache.on_apiservice("MODIFIED", apiservice("True"))
+    assert cache.served["IPPool"] == "v3"
+    cache.on_apiservice("DELETED", apiservice("True"))
+    assert cache.served["IPPool"] == "v1"

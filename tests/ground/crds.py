@@ -68,6 +68,23 @@ def metallb() -> list[dict[str, Any]]:
     return copy.deepcopy(list(_upstream("metallb-controller", METALLB_CRD_DIR)))
 
 
+def calico_v3() -> dict[str, Any]:
+    """A STAND-IN for Calico's API server: ``projectcalico.org/v3`` IPPools served by a CRD.
+
+    Calico's API server (an aggregated API) cannot run here (its module is not served by the Go
+    module proxy). kube-apiserver registers an APIService ``v3.projectcalico.org`` for a CRD's
+    group, Available, as the aggregator does for Calico's: clusterd discovers v3 the same way.
+    Its schema and validation rules are ``tests/crds/calico.yaml``'s (the v3 fields are the v1
+    ones); unlike Calico's, its objects are stored apart from the v1 ones.
+    """
+    (crd,) = load_yaml_docs([ROOT / "tests" / "crds" / "calico.yaml"])
+    crd["metadata"]["name"] = "ippools.projectcalico.org"
+    crd["spec"]["group"] = "projectcalico.org"
+    for v in crd["spec"]["versions"]:
+        v["name"] = "v3"
+    return crd
+
+
 def base() -> list[dict[str, Any]]:
     """The CRDs every test session starts with."""
     ours = sorted((ROOT / "manifests" / "crds").glob("*.yaml"))
