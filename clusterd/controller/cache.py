@@ -195,6 +195,10 @@ class Cache:
                 was = cached.pop(ident, None)
                 if was is not None and t.consumer:
                     keys.append(ObjectKey(t.kind, *ident))  # its problem and its count go
+                    owners = was["metadata"].get("ownerReferences") or []  # made for another: it plans again
+                    keys += [
+                        ObjectKey(t.kind, ident[0], r["name"]) for r in owners if r.get("kind") == t.kind
+                    ]
                 elif was is not None and (left := t.follows(was)) is not None:
                     keys.append(DynamicPrefixKey(left))  # objects made from this holder follow it
                 continue

@@ -20,7 +20,7 @@ from clusterd.controller.writes import Permanent, Writer
 from clusterd.core.services import NOT_SYNCED
 from clusterd.core.status import Event
 from clusterd.crd import MAX_TARGETS, DynamicPrefixSpec, DynamicPrefixStatus, TargetStatus
-from clusterd.targets.base import Context, Create, ObjectId, Plan, Target, Write, api_version
+from clusterd.targets.base import Context, Create, Delete, ObjectId, Plan, Target, Write, api_version
 from routerd.logs import kv
 
 LOG = logging.getLogger("clusterd")
@@ -306,9 +306,19 @@ class Sync:
         if refused is not None:
             await self._problem(key, obj, ("WriteRefused", refused), False)
 
+    def _owners_again(self, t: Target, obj: Obj) -> None:
+        m = obj["metadata"]
+        for r in m.get("ownerReferences") or []:
+            if r.get("kind") == t.kind:
+                self.enqueue(ObjectKey(t.kind, m.get("namespace"), r["name"]))
+
     async def _consumer_writes(self, t: Target, key: ObjectKey, obj: Obj, p: Plan) -> str | None:
         """Its own write, then the objects made for it (companions); the first refusal's text."""
         refused = None if p.final is None else await self._write(t, key, obj, p.final, p.summary)
+        if refused is None and isinstance(
+            p.final, Delete
+        ):  # an object made for another: that one may move now
+            self._owners_again(t, obj)
         for c in p.also:
             m = c.body["metadata"]
             made = ObjectKey(t.kind, m.get("namespace"), m["name"])

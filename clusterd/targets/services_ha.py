@@ -82,6 +82,12 @@ class ServicesTarget:
             taken = ctx.taken((self.kind, m["namespace"], m["name"])) | ctx.chosen
             p = services.plan(v, spec, status, ctx.default_ip_annotation, taken, ctx.placements,
                               ctx.default_ha_mode)  # fmt: skip
+        # A->B->A: A's companion goes first (MetalLB would take B from the Service meanwhile).
+        current = status.prefix if status else None
+        on_current = companions.name(m["name"], current) if current else None
+        if p.annotations and on_current and ctx.get((self.kind, m["namespace"], on_current)) is not None:
+            why = f"waiting for its companion {on_current} to let go of its address in {current}"
+            return Plan(problem=why, reason=services.WAITING, waiting=True)
         key = ip_annotation(v.annotations, ctx.default_ip_annotation)
         made = tuple(
             Create(companions.body(obj, prefix, address, key), source=obj)

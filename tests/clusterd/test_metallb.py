@@ -262,6 +262,7 @@ def test_killed_between_the_services_move_and_its_companion_the_next_clusterd_ma
     docs = render(testbin.find("helm") or testbin.build("helm"), namespace="dynamic-prefix")
     rules = find(docs, "ClusterRole")["rules"]
     binding = find(docs, "ClusterRoleBinding")
+    binding["metadata"].setdefault("labels", {})["dynamic-prefix.io/test"] = "true"  # clean_state deletes it
     cluster.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", binding)
     token = cluster.service_account_token("dynamic-prefix", find(docs, "ServiceAccount")["metadata"]["name"])
     no_create = [{**r, "verbs": [v for v in r["verbs"] if v != "create"]} if r["resources"] == ["services"] else r
