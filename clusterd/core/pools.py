@@ -168,6 +168,17 @@ def owned(annotations: Mapping[str, str]) -> list[Entry]:
     return value if isinstance(value, list) else []
 
 
+def record_unchanged(annotations: Mapping[str, str], record: list[Entry] | None) -> bool:
+    """Whether the ownership record already says ``record`` (None: released, no record), so the
+    record alone needs no write; no record and nothing to own count as the same. A fork's
+    record is always replaced."""
+    if any(f in annotations for f in FORK_RECORDS):
+        return False
+    if record is None:
+        return MANAGED not in annotations
+    return owned(annotations) == record
+
+
 def plan(current: list[Entry], annotations: Mapping[str, str], want: list[Entry] | None) -> PoolPlan:
     """The writes that take ``current`` to the user's entries plus ``want`` (None: release the pool)."""
     mine = owned(annotations)
@@ -175,9 +186,7 @@ def plan(current: list[Entry], annotations: Mapping[str, str], want: list[Entry]
     target = [] if want is None else want
     final = user + [e for e in target if e not in user]
     final_managed: list[Entry] | None = None if want is None else [e for e in target if e not in user]
-    unchanged_record = (MANAGED not in annotations) if final_managed is None else (mine == final_managed)
-    unchanged_record = unchanged_record and not any(f in annotations for f in FORK_RECORDS)
-    if final == current and unchanged_record:
+    if final == current and record_unchanged(annotations, final_managed):
         return PoolPlan()
     added = [e for e in final if e not in current]
     removed = [e for e in current if e not in final]

@@ -180,6 +180,15 @@ class Target(Protocol):
         holders' step (before the consumers move); [] for kinds users create and clusterd only edits."""
 
 
+class Edited:
+    """For kinds users create and clusterd only edits (pools, Services, NetworkPolicies)."""
+
+    whole = False
+
+    def creates(self, spec: DynamicPrefixSpec, status: DynamicPrefixStatus, ctx: Context) -> list[Create]:
+        return []  # users create these; clusterd edits them
+
+
 def crd_name(t: Target) -> str:
     return f"{t.plural}.{t.group}"
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from clusterd.core import pools
 from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
-from clusterd.targets.base import NAME, Context, Create, Patch, Plan, Rule, annotations_of
+from clusterd.targets.base import NAME, Context, Edited, Patch, Plan, Rule, annotations_of
 
 
 def _patch(field: str, w: pools.Write | None, ann: Mapping[str, str]) -> Patch | None:
@@ -25,7 +25,7 @@ def _patch(field: str, w: pools.Write | None, ann: Mapping[str, str]) -> Patch |
 
 
 @dataclass(frozen=True)
-class ListTarget:
+class ListTarget(Edited):
     """A kind (cluster-scoped or namespaced) whose ``spec.<field>`` list clusterd keeps in step (see core/pools.py)."""
 
     pool: pools.PoolKind
@@ -37,7 +37,6 @@ class ListTarget:
     """Cilium holds back some addresses of the pool's blocks (``allowFirstLastIPs: "No"``)."""
     crd: bool = True
     consumer: bool = False
-    whole: bool = False
 
     @property
     def kind(self) -> str:
@@ -60,9 +59,6 @@ class ListTarget:
     def taken(self, obj: Mapping[str, Any]) -> set[IPv6Address]:
         """Addresses no Service may be given: those Cilium holds back in a pool."""
         return pools.reserved(obj.get("spec") or {}) if self.reserves else set()
-
-    def creates(self, spec: DynamicPrefixSpec, status: DynamicPrefixStatus, ctx: Context) -> list[Create]:
-        return []  # users create these; clusterd edits them
 
     def entries(self, obj: Mapping[str, Any]) -> list[Any]:
         return list((obj.get("spec") or {}).get(self.pool.field) or [])

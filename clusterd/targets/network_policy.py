@@ -25,7 +25,7 @@ from typing import Any
 
 from clusterd.core import pools
 from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
-from clusterd.targets.base import NAME, Context, Create, Patch, Plan, Rule, annotations_of
+from clusterd.targets.base import NAME, Context, Edited, Patch, Plan, Rule, annotations_of
 
 PEERS = "dynamic-prefix.io/peers"
 MANAGED = pools.MANAGED
@@ -77,11 +77,7 @@ def _write(
 ) -> Patch | None:
     """The patch that sets the changed directions and the record; None when nothing changes."""
     changed = {d: s.rules for d, s in steps.items() if s.rules != list(spec.get(d) or [])}
-    if record is None:  # released: the record goes
-        same_record = MANAGED not in before
-    else:  # no record yet and nothing to own is the same as an empty record: no write for it
-        same_record = _owned(before) == record if MANAGED in before else not record
-    if not changed and same_record:
+    if not changed and pools.record_unchanged(before, record):
         return None
     return Patch({MANAGED: pools.managed_annotation(record)}, spec=changed)
 
@@ -91,14 +87,13 @@ def _unique(cidrs: list[str]) -> list[str]:
 
 
 @dataclass(frozen=True)
-class NetworkPolicyTarget:
+class NetworkPolicyTarget(Edited):
     kind: str = "NetworkPolicy"
     group: str = "networking.k8s.io"
     plural: str = "networkpolicies"
     versions: tuple[str, ...] = ("v1",)
     crd: bool = False
     consumer: bool = False
-    whole: bool = False
     metric: str = "networkpolicy"
     rules: tuple[Rule, ...] = (Rule("networking.k8s.io", "networkpolicies", ("list", "watch", "patch")),)
 
@@ -107,9 +102,6 @@ class NetworkPolicyTarget:
 
     def has_record(self, obj: Mapping[str, Any]) -> bool:
         return MANAGED in annotations_of(obj)
-
-    def creates(self, spec: DynamicPrefixSpec, status: DynamicPrefixStatus, ctx: Context) -> list[Create]:
-        return []  # users create these; clusterd edits them
 
     def taken(self, obj: Mapping[str, Any]) -> set[IPv6Address]:
         return set()  # a policy admits addresses; it holds none

@@ -17,7 +17,7 @@ from clusterd.core import companions, services
 from clusterd.core.pools import prefixes_in_use
 from clusterd.core.service_annotations import FORK_RECORDS, ip_annotation
 from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
-from clusterd.targets.base import NAME, Context, Create, Delete, Patch, Plan, Rule, annotations_of
+from clusterd.targets.base import NAME, Context, Create, Delete, Edited, Patch, Plan, Rule, annotations_of
 
 
 def view(obj: Mapping[str, Any]) -> services.ServiceView:
@@ -34,14 +34,13 @@ def view(obj: Mapping[str, Any]) -> services.ServiceView:
 
 
 @dataclass(frozen=True)
-class ServicesTarget:
+class ServicesTarget(Edited):
     kind: str = "Service"
     group: str = ""
     plural: str = "services"
     versions: tuple[str, ...] = ("v1",)
     crd: bool = False
     consumer: bool = True
-    whole: bool = False
     metric: str = "service"
     rules: tuple[Rule, ...] = (Rule("", "services", ("list", "watch", "patch", "create", "delete")),)
 
@@ -62,9 +61,6 @@ class ServicesTarget:
         """The IPv6 addresses it holds or requests: clusterd chooses none of them for another Service."""
         v = view(obj)
         return services.addresses(v.annotations, v.ingress_ips, (obj.get("spec") or {}).get("loadBalancerIP"))
-
-    def creates(self, spec: DynamicPrefixSpec, status: DynamicPrefixStatus, ctx: Context) -> list[Create]:
-        return []  # users create these; clusterd edits them
 
     def desired(
         self,
