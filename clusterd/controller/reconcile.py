@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from clusterd import crd
 from clusterd.clock import utcnow
+from clusterd.controller import shown
 from clusterd.controller.cache import Cache, Obj
 from clusterd.controller.intake import Intake, holds
 from clusterd.controller.keys import Key, RolloutKey
@@ -75,7 +76,9 @@ class Reconciler:
         ok, reason, message = self.sync.recount(name, spec)
         now, generation = utcnow(), int(obj["metadata"].get("generation", 1))
         synced = with_condition(status, now, generation, SERVICES_SYNCED, ok, reason, message)
-        synced = synced.model_copy(update={"targets": self.sync.targets(name, spec)})
+        synced = synced.model_copy(
+            update={"targets": shown.targets(self.sync.cache, self.sync.problems, name, spec)}
+        )
         if synced != status:
             await self.writer.status(obj, synced)
 
@@ -145,6 +148,8 @@ class Reconciler:
         synced = with_condition(status, now, generation, SERVICES_SYNCED, ok, reason, message)
         ok, reason, message = await self.sync.holders(name, spec, status, final=True)
         synced = with_condition(synced, now, generation, POOLS_SYNCED, ok, reason, message)
-        synced = synced.model_copy(update={"targets": self.sync.targets(name, spec)})
+        synced = synced.model_copy(
+            update={"targets": shown.targets(self.sync.cache, self.sync.problems, name, spec)}
+        )
         if synced != status:
             await self.writer.status(self.cache.dps.get(name, obj), synced)

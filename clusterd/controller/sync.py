@@ -16,31 +16,17 @@ from collections.abc import Callable
 
 from clusterd.controller.cache import Cache, Obj
 from clusterd.controller.keys import Key, ObjectKey, ServicesSyncedKey
+from clusterd.controller.shown import Condition, summarize
 from clusterd.controller.writes import Permanent, Writer
 from clusterd.core.services import NOT_SYNCED
 from clusterd.core.status import Event
-from clusterd.crd import MAX_TARGETS, DynamicPrefixSpec, DynamicPrefixStatus, TargetStatus
+from clusterd.crd import DynamicPrefixSpec, DynamicPrefixStatus
 from clusterd.targets.base import Context, Create, Delete, ObjectId, Plan, Target, Write, api_version
 from routerd.logs import kv
 
 LOG = logging.getLogger("clusterd")
-SHOWN_PROBLEMS = 10
-"""Objects named in a condition's message; the rest are counted (each has its Event)."""
 WRITE_SLOTS = 16
 """Consumer writes in flight at once in a pass (thousands of Services, one write each)."""
-Condition = tuple[bool, str, str]
-
-
-def summarize(count: int, problems: dict[ObjectKey, tuple[str, str]]) -> Condition:
-    """ServicesSynced from each object's (reason, message): the reason they share, else ServiceProblems."""
-    if not problems:
-        return True, "Synced", f"{count} Service(s) in step"
-    reasons = {reason for reason, _ in problems.values()}
-    reason = reasons.pop() if len(reasons) == 1 and NOT_SYNCED not in reasons else "ServiceProblems"
-    shown = [f"{k.namespace}/{k.name}: {message}" for k, (_, message) in
-             sorted(problems.items(), key=lambda kv: str(kv[0]))[:SHOWN_PROBLEMS]]  # fmt: skip
-    more = len(problems) - len(shown)
-    return False, reason, "; ".join(shown) + (f"; and {more} more (see the Services' Events)" if more else "")
 
 
 def _summary(c: Create, served: str) -> str:
@@ -241,21 +227,6 @@ class Sync:
         if refused is not None:
             return "WriteRefused", refused
         return None if p.problem is None else (p.reason, p.problem)
-
-    def targets(self, dp: str, spec: DynamicPrefixSpec) -> list[TargetStatus]:
-        """status.targets: each object kept for ``dp`` (Services only in HA mode), problems first."""
-        out = []
-        for t in self.cache.targets.values():
-            if (version := self.cache.served.get(t.kind)) is None or (
-                t.consumer and spec.transition.mode != "ha"
-            ):
-                continue
-            for key, _obj in self.cache.following(t.kind, dp):
-                problem = self.problems.get(key)
-                out.append(TargetStatus(kind=t.kind, api_version=api_version(t, version), name=key.name,
-                                        namespace=key.namespace, synced=problem is None,
-                                        problem=None if problem is None else problem[1][:1024]))  # fmt: skip
-        return sorted(out, key=lambda s: s.synced)[:MAX_TARGETS]
 
     # -- consumers, in their DynamicPrefix's pass ------------------------------------------------
 
