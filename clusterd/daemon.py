@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from clusterd.adapters.webhook import WebhookServer
 
 LOG = logging.getLogger("clusterd")
+FORBIDDEN_APISERVICES = (
+    "Calico's API server (projectcalico.org/v3) goes unnoticed and Calico pools are written through its CRD; "
+    "grant list and watch on apiservices.apiregistration.k8s.io (the chart's ClusterRole has them)"
+)
 
 
 class Clusterd:
@@ -63,7 +67,9 @@ class Clusterd:
         receivers = await self._start_receivers()
         self._watchers.append(self.kube.watch("dynamicprefixes", DYNAMIC_PREFIXES, ctl.on_dp))
         self._watchers.append(self.kube.watch("crds", CRDS, ctl.on_crd))
-        self._watchers.append(self.kube.watch("apiservices", APISERVICES, ctl.on_apiservice))
+        self._watchers.append(
+            self.kube.watch("apiservices", APISERVICES, ctl.on_apiservice, FORBIDDEN_APISERVICES)
+        )
         for built_in in (t for t in TARGETS if not t.crd):  # always served, one version
             resource = Resource(built_in.group, built_in.versions[0], built_in.plural)
             self._watchers.append(self.kube.watch(built_in.plural, resource, ctl.on_object(built_in)))

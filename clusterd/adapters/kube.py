@@ -135,9 +135,12 @@ class Kube:
             raise Unreachable(0, "BadAnswer", f"expected a JSON object from {path}")
         return doc
 
-    def watch(self, name: str, resource: Resource, deliver: Callable[[str, Any], None]) -> Watcher:
-        """List and watch ``resource`` on its own connection; ``deliver`` runs on this event loop."""
-        w = Watcher(name, self, resource, deliver)
+    def watch(
+        self, name: str, resource: Resource, deliver: Callable[[str, Any], None], forbidden: str | None = None
+    ) -> Watcher:
+        """List and watch ``resource`` on its own connection; ``deliver`` runs on this event loop.
+        ``forbidden``: what clusterd goes without while it may not list them (then they read as none)."""
+        w = Watcher(name, self, resource, deliver, forbidden)
         w.start()
         return w
 
@@ -236,9 +239,11 @@ class Watcher:
     """
 
     def __init__(
-        self, name: str, kube: Kube, resource: Resource, deliver: Callable[[str, Any], None]
-    ) -> None:
+        self, name: str, kube: Kube, resource: Resource, deliver: Callable[[str, Any], None],
+        forbidden: str | None = None,
+    ) -> None:  # fmt: skip
         self.name = name
+        self.forbidden = forbidden
         self.kube = kube
         self.resource = resource
         self.deliver = deliver
@@ -294,7 +299,12 @@ class Watcher:
                 if e.status == 410:
                     LOG.info("watch history expired; relisting", extra=kv(watch=self.name))
                     continue
-                if e.status == 404:
+                if e.status == 403 and self.forbidden is not None:
+                    if not self.synced.is_set():  # none, rather than no start at all (an older chart's RBAC)
+                        self.deliver("SYNC", [])
+                        self.synced.set()
+                    self._limited.warning("watch-forbidden", f"{e}: {self.forbidden}", watch=self.name)
+                elif e.status == 404:
                     # The kind is not served: its CRD was deleted (discovery stops us) or was
                     # created a moment ago and is not served yet (no later event restarts us).
                     self.deliver("GONE", None)

@@ -307,3 +307,37 @@ def test_the_example_in_docs_calico_md_gives_the_pool_it_shows(
     assert made["spec"] == shown["spec"]
     assert made["metadata"]["labels"] == shown["metadata"]["labels"]
     assert made["metadata"]["annotations"] == shown["metadata"]["annotations"]
+
+
+def test_without_the_right_to_list_apiservices_clusterd_runs_through_calicos_crd_and_says_why(
+    cluster: KubeAPI, clusterd_factory: Any
+) -> None:
+    """An older chart's ClusterRole (no apiservices): clusterd still starts and keeps pools, through
+    Calico's CRD, instead of waiting forever for a list it may not read."""
+    from tests.clusterd.test_clusterd import RANGE, V4, block, create_pool, get_pool
+    from tests.clusterd.test_ha_services import send as post
+    from tests.ground import testbin
+    from tests.packaging.conftest import find, render
+    from tests.packaging.test_rbac import apply_rbac
+
+    docs = render(testbin.find("helm") or testbin.build("helm"), namespace="dynamic-prefix")
+    binding = find(docs, "ClusterRoleBinding")
+    binding["metadata"].setdefault("labels", {})["dynamic-prefix.io/test"] = "true"
+    cluster.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", binding)
+    token = cluster.service_account_token("dynamic-prefix", find(docs, "ServiceAccount")["metadata"]["name"])
+    apply_rbac(
+        cluster, [r for r in find(docs, "ClusterRole")["rules"] if r["resources"] != ["apiservices"]], []
+    )
+    apply_crds(cluster, [crds.calico_v3()])  # served, but clusterd cannot know
+
+    create_dp(cluster, router="edge", addressRanges=[RANGE])
+    create_pool(cluster, "lb-pool", [V4])
+    create_parent(cluster)
+    cd = clusterd_factory(token=token)
+    cd.wait_ready()
+    post(cd, 1, prefix(A))
+    wait_until(
+        lambda: get_pool(cluster, "lb-pool")["spec"]["blocks"] == [V4, block(A)], what="the Cilium pool"
+    )
+    wait_until(lambda: pool(cluster, POOL_A) is not None, what="A's Calico pool, through the CRD")
+    assert "apiservices.apiregistration.k8s.io" in cd.log()
