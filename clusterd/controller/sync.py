@@ -95,7 +95,9 @@ class Sync:
             self.refused[key] = (rv, p, str(e))
             self.cache.refused.add(key)
             return str(e)
-        if got is not None and summary:
+        if summary and isinstance(p, Delete):  # the Event outlives the object it is about
+            await self.writer.events(obj, [Event("Normal", "Deleted", summary)], t)
+        elif got is not None and summary:
             await self.writer.events(got, [Event("Normal", "AddressesUpdated", summary)], t)
         return None
 

@@ -33,11 +33,21 @@ COMPANION_PREFIX = "dynamic-prefix.io/companion-prefix"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 CLUSTERD = "dynamic-prefix-clusterd"
 
-NOT_COPIED = frozenset(
-    {MANAGED_BY, "app.kubernetes.io/instance", "argocd.argoproj.io/instance", "helm.sh/chart"}
+NOT_COPIED = frozenset({
+    MANAGED_BY, "app.kubernetes.io/instance", "argocd.argoproj.io/instance", "helm.sh/chart",
+    "kapp.k14s.io/app", "kapp.k14s.io/association", "kustomize.toolkit.fluxcd.io/name",
+    "kustomize.toolkit.fluxcd.io/namespace", "helm.toolkit.fluxcd.io/name", "helm.toolkit.fluxcd.io/namespace",
+})  # fmt: skip
+"""Labels a companion does not take from its original: they would make Helm, Argo CD, kapp or Flux
+count it as theirs (and prune it). The others stay, so the pools that select the original select it."""
+ANNOTATIONS_COPIED = (
+    "metallb.io/address-pool",
+    "metallb.io/allow-shared-ip",
+    "lbipam.cilium.io/sharing-key",
+    "lbipam.cilium.io/sharing-cross-namespace",
 )
-"""Labels a companion does not take from its original: they would make Helm or Argo CD count it
-as theirs (and prune it). The others stay, so the pools that select the original select it."""
+"""The pool and the sharing key: two Services sharing an address (TCP and UDP on one address) have
+companions that share it too."""
 
 SPEC_COPIED = (
     "selector",
@@ -64,13 +74,25 @@ def mode(annotations: Mapping[str, str], ip_key: str, default: str) -> str:
 
 
 def name(original: str, prefix: IPv6Network) -> str:
-    """``<original>-dp-<8 hex of the prefix>``, within the 63 characters a Service name may have."""
-    digest = hashlib.sha256(str(prefix).encode()).hexdigest()[:8]
+    """``<original>-dp-<8 hex of the original's name and the prefix>``, within the 63 characters a
+    Service name may have (two long names that share their first 51 still differ)."""
+    digest = hashlib.sha256(f"{original}/{prefix}".encode()).hexdigest()[:8]
     return f"{original[: 63 - 12].rstrip('-')}-dp-{digest}"
 
 
 def is_companion(obj: Mapping[str, Any]) -> bool:
-    return COMPANION_OF in (obj["metadata"].get("labels") or {})
+    """clusterd's own companion: its labels *and* a controlling owner that is a Service (a label
+    alone, say on a copy of a companion's YAML, does not make a Service clusterd's to delete)."""
+    m = obj["metadata"]
+    labels = m.get("labels") or {}
+    owned = any(r.get("kind") == "Service" and r.get("controller") for r in m.get("ownerReferences") or [])
+    return COMPANION_OF in labels and labels.get(MANAGED_BY) == CLUSTERD and owned
+
+
+def belongs(companion: Mapping[str, Any], original: Mapping[str, Any]) -> bool:
+    """Whether an object by a companion's name is this Service's companion."""
+    m, uid = companion["metadata"], original["metadata"].get("uid")
+    return is_companion(companion) and any(r.get("uid") == uid for r in m.get("ownerReferences") or [])
 
 
 def body(
@@ -81,7 +103,7 @@ def body(
     ann = m.get("annotations") or {}
     labels = {k: v for k, v in (m.get("labels") or {}).items() if k not in NOT_COPIED}
     annotations = {NAME: ann[NAME], COMPANION_PREFIX: str(prefix), ip_key: str(address)}
-    annotations.update({k: v for k, v in ann.items() if k == "metallb.io/address-pool"})
+    annotations.update({k: v for k, v in ann.items() if k in ANNOTATIONS_COPIED})
     return {
         "apiVersion": "v1",
         "kind": "Service",

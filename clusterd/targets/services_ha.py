@@ -81,23 +81,25 @@ class ServicesTarget(Edited):
         # A->B->A: A's companion goes first (MetalLB would take B from the Service meanwhile).
         current = status.prefix if status else None
         on_current = companions.name(m["name"], current) if current else None
-        if p.annotations and on_current and ctx.get((self.kind, m["namespace"], on_current)) is not None:
+        holder = ctx.get((self.kind, m["namespace"], on_current)) if on_current else None
+        if p.annotations and holder is not None and companions.belongs(holder, obj):
             why = f"waiting for its companion {on_current} to let go of its address in {current}"
             return Plan(problem=why, reason=services.WAITING, waiting=True)
-        key = ip_annotation(v.annotations, ctx.default_ip_annotation)
-        made = tuple(
-            Create(companions.body(obj, prefix, address, key), source=obj)
-            for prefix, address in p.companions
-            if ctx.get((self.kind, m["namespace"], companions.name(m["name"], prefix))) is None
-        )
+        key, made, problem = ip_annotation(v.annotations, ctx.default_ip_annotation), [], p.problem
+        for prefix, address in p.companions:
+            name = companions.name(m["name"], prefix)
+            if (found := ctx.get((self.kind, m["namespace"], name))) is None:
+                made.append(Create(companions.body(obj, prefix, address, key), source=obj))
+            elif not companions.belongs(found, obj):
+                problem = f"a Service named {name} is not its companion: rename it (old connections on {address} end)"
         return Plan(
             final=Patch(p.annotations) if p.annotations else None,
-            problem=p.problem,
+            problem=problem,
             reason=p.reason,
             waiting=p.waiting,
             chosen=p.chosen,
             summary=p.summary,
-            also=made,
+            also=tuple(made),
         )
 
     def _companion(
