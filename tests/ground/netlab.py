@@ -27,6 +27,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+LAB_EPHEMERAL = "20000 29999"
+"""The lab namespaces' ephemeral ports: below the root namespace's (32768-60999 by default)."""
+
 CLONE_NEWNET = 0x40000000
 INFINITE = 0xFFFFFFFF
 _counter = itertools.count()
@@ -207,6 +210,10 @@ class Lab:
             # DAD would hold link-local addresses tentative for a second or more.
             run(["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"], ns)
             run(["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0"], ns)
+            # Servers in a lab namespace listen on ports free_port() found free in the root one, from
+            # the kernel's ephemeral range; the lab's own outgoing connections take theirs from
+            # below it, so one never holds a port a server there is about to bind.
+            run(["sysctl", "-qw", f"net.ipv4.ip_local_port_range={LAB_EPHEMERAL}"], ns)
         run(["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"], self.router)
         run(["sysctl", "-qw", f"net.ipv6.conf.default.accept_ra={self.host_accept_ra}"], self.host)
         run(["ip", "link", "add", self.router_if, "netns", self.router,

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
-from tests.ground.apiserver import TEST_LABEL, KubeAPI
+from tests.ground import crds
+from tests.ground.apiserver import TEST_LABEL, KubeAPI, apply_crds
 from tests.ground.clusterd_proc import WEBHOOK_SECRET, Clusterd
 from tests.ground.messages import post_state, prefix, state
 from tests.packaging.conftest import find, render
@@ -48,6 +49,9 @@ def apply_rbac(kube: KubeAPI, cluster_rules: list[dict[str, Any]], ns_rules: lis
         assert code == 201, resp
 
 
+CALICO = ("projectcalico.org", "v3")
+"""Calico pools as Calico's API server serves them (a stand-in, tests/ground/crds.py): clusterd finds
+it by its APIService, which it needs the right to list."""
 START_SECONDS = 60.0  # for the process to come up (the Python start alone takes seconds on a busy machine)
 CHECK_SECONDS = 10.0  # each check's own deadline, once it is up
 
@@ -80,8 +84,8 @@ def scenario(kube: KubeAPI, token: str, work: Path) -> str | None:
         "apiVersion": "cilium.io/v2", "kind": "CiliumCIDRGroup",
         "metadata": {"name": group, "annotations": {"dynamic-prefix.io/name": dp}},
         "spec": {"externalCIDRs": []}})  # fmt: skip
-    custom.create_cluster_custom_object("crd.projectcalico.org", "v1", "ippools", {
-        "apiVersion": "crd.projectcalico.org/v1", "kind": "IPPool", "metadata": {"name": f"calico-{n}",
+    custom.create_cluster_custom_object(*CALICO, "ippools", {
+        "apiVersion": "/".join(CALICO), "kind": "IPPool", "metadata": {"name": f"calico-{n}",
         "annotations": ann}, "spec": {"cidr": "fd00::/120", "disabled": True, "allowedUses": ["LoadBalancer"]},
     })  # fmt: skip
     # A pinned host suffix: clusterd annotates it without waiting for an IPAM to give it an address.
@@ -118,7 +122,7 @@ def scenario(kube: KubeAPI, token: str, work: Path) -> str | None:
     def calico(**want: Any) -> bool:
         """The Calico pool made for A has ``want`` in its spec (none: it is deleted)."""
         made = custom.list_cluster_custom_object(
-            "crd.projectcalico.org", "v1", "ippools", label_selector=f"dynamic-prefix.io/parent=calico-{n}"
+            *CALICO, "ippools", label_selector=f"dynamic-prefix.io/parent=calico-{n}"
         )["items"]
         for_a = [p for p in made if p["metadata"]["annotations"]["dynamic-prefix.io/prefix"] == A]
         return [all(p["spec"].get(k) == v for k, v in want.items()) for p in for_a] == (
@@ -190,6 +194,7 @@ def test_the_charts_rbac_is_enough_and_every_rule_is_needed(
             assert cluster.request("POST", path, d)[0] == 201
     k8s.CoreV1Api(cluster.admin()).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name="apps")))
     token = cluster.service_account_token(NS, sa)
+    apply_crds(cluster, [crds.calico_v3()])
 
     apply_rbac(cluster, cluster_rules, ns_rules)
     since = cluster.audit_offset()
